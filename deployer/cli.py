@@ -1,0 +1,53 @@
+"""The `flyte-deploy` command line. It only parses: each command lives in `deployer/commands/`."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from deployer.commands import bundle, build, deploy, images, plan, preview, run, serve, version
+from deployer.errors import DeployError
+
+app = typer.Typer(
+    name="flyte-deploy",
+    help="Deploy Flyte 2 projects from CI: discover environments, build immutable images or "
+    "deterministic code bundles, and register tasks with a Flyte control plane.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+app.command("plan")(plan.command)
+app.command("version")(version.command)
+app.command("bundle")(bundle.command)
+app.command("build")(build.command)
+app.command("images")(images.command)
+app.command("deploy")(deploy.command)
+app.command("run")(run.command)
+app.command("serve")(serve.command)
+app.add_typer(preview.app, name="preview")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except DeployError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click's own usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

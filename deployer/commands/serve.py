@@ -1,0 +1,10 @@
+"""`flyte-deploy serve`."""
+
+from __future__ import annotations
+
+from deployer.errors import NotBuiltYet
+
+
+def command() -> None:
+    """(not built yet)"""
+    raise NotBuiltYet("`flyte-deploy serve` is not built yet")

@@ -1,0 +1,259 @@
+"""Frozen models that flow between pipeline stages (DESIGN.md: data flows one way).
+
+Each stage module owns the models it *produces*; the ones that cross stage boundaries live here so
+every stage can import them without importing another stage. Stages may add optional fields to the
+models they produce; renaming or removing a field is a contract change.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CopyStyle(enum.StrEnum):
+    loaded_modules = "loaded_modules"
+    auto = "auto"
+    all = "all"
+    none = "none"
+
+    def resolved(self) -> CopyStyle:
+        """`auto` is Flyte's alias for `loaded_modules`."""
+        return CopyStyle.loaded_modules if self is CopyStyle.auto else self
+
+
+class Mode(enum.StrEnum):
+    auto = "auto"
+    container = "container"
+    bundle = "bundle"
+
+
+DeployMode = Literal["container", "bundle"]
+
+
+class DeployRequest(Model):
+    """Everything one run of the deployer needs. The CLI's flags and the action's inputs both
+    become exactly this, and the same pipeline function takes it."""
+
+    path: Path | None = None
+    """FILE (with `env_var` or `all_envs`) or DIR (with `recursive`)."""
+    env_var: str | None = None
+    """Name of the module-level variable bound to the environment to deploy."""
+    all_envs: bool = False
+    """Every environment created while importing `path`."""
+    recursive: bool = False
+    """Import every .py under `path` (git-ignored paths skipped)."""
+    root_dir: Path = Field(default_factory=Path.cwd)
+    """Import root and bundle root (Flyte's --root-dir)."""
+    copy_style: CopyStyle = CopyStyle.loaded_modules
+    mode: Mode = Mode.auto
+    version: str | None = None
+    """Explicit version; otherwise derived from git (tag, SHA, dirty content)."""
+    sha: str | None = None
+    """Commit to read instead of HEAD."""
+    project: str = "flytesnacks"
+    domain: str = "development"
+    org: str = ""
+    registry: str | None = None
+    """Where built images are pushed, e.g. `ghcr.io/acme`."""
+    images: tuple[str, ...] = ()
+    """Raw `--image` values: `NAME=URI` or a bare `URI` (the default image)."""
+    base_image_mirrors: tuple[str, ...] = ()
+    """Raw `FROM=TO` rewrites of base image references."""
+    push: bool = True
+    dry_run: bool = False
+    endpoint: str | None = None
+    """Flyte control plane; None means the embedded one."""
+    insecure: bool = False
+    api_key: SecretStr | None = None
+    storage: str | None = None
+    """`file://DIR` or `s3://bucket/prefix`; None means file storage under the state dir."""
+    state_dir: Path | None = None
+    """Embedded control plane and file storage state; default `<root_dir>/.flyte-deploy`."""
+
+
+class DiscoveredEnv(Model):
+    """One environment found by discovery, with the live SDK object the later stages read."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    name: str
+    env: Any = Field(exclude=True, repr=False)
+    """The live `flyte.TaskEnvironment` (or subclass) object."""
+    var: str | None
+    """Module-level variable it is bound to, when there is one."""
+    file: Path
+    """Absolute path of the file that defines it."""
+
+
+class Discovery(Model):
+    """Output of discovery: the selected environments and what importing them loaded."""
+
+    root_dir: Path
+    environments: tuple[DiscoveredEnv, ...]
+    """The selected roots (FILE VAR: one; --all / --recursive: every environment found)."""
+    loaded_files: tuple[Path, ...]
+    """Absolute paths of the modules loaded under root_dir (the `loaded_modules` bundle input),
+    excluding site-packages, interpreter prefixes and the flyte package itself."""
+
+
+class EnvGraph(Model):
+    """The depends_on closure of the selected environments, in deploy order."""
+
+    root_dir: Path
+    order: tuple[str, ...]
+    """Environment names, dependencies first, ties broken by name."""
+    environments: tuple[DiscoveredEnv, ...]
+    """Same order as `order`."""
+    loaded_files: tuple[Path, ...]
+
+    def env(self, name: str) -> DiscoveredEnv:
+        return next(e for e in self.environments if e.name == name)
+
+
+class GitInfo(Model):
+    """The part of the git context a plan records."""
+
+    sha: str | None
+    ref: str | None
+    pr: int | None
+    dirty: bool
+
+
+class VersionInfo(Model):
+    """Output of `flyte-deploy version --json`."""
+
+    version: str
+    sha: str | None
+    image_tags: tuple[str, ...]
+    release: bool
+    pr: int | None
+    dirty: bool
+
+
+class ImageSpec(Model):
+    """An environment's image as planned (before any build)."""
+
+    ref_name: str | None = None
+    """Set for `Image.from_ref_name(NAME)` images, filled from `--image NAME=URI`."""
+    spec_id: str
+    """Stable identifier of the image spec (base + layers); independent of registry and git."""
+    uri: str | None = None
+    """Known final reference: mapped/external image, or `repo@sha256:...` once built."""
+    needs_build: bool = True
+
+
+class PlannedEnv(Model):
+    name: str
+    depends_on: tuple[str, ...]
+    tasks: tuple[str, ...]
+    """`env.tasks` function names."""
+    image: ImageSpec
+    mode: DeployMode
+    mode_reason: str
+    source_file: Path | None = None
+
+
+class BundleSpec(Model):
+    copy_style: CopyStyle
+    files: tuple[str, ...]
+    """POSIX paths relative to root_dir, sorted."""
+    digest: str | None = None
+    """sha256 of the bundle bytes, once computed."""
+
+
+class Plan(Model):
+    """What a deploy would do, computed without building, pushing or uploading anything."""
+
+    version: str
+    git: GitInfo
+    image_tags: tuple[str, ...]
+    release: bool = False
+    project: str
+    domain: str
+    root_dir: Path
+    environments: tuple[PlannedEnv, ...]
+    """In deploy order: dependencies first."""
+    bundle: BundleSpec | None
+    image_args: tuple[str, ...]
+    """`["--image", "name=uri", ...]` for `flyte deploy`."""
+
+
+class BundleArtifact(Model):
+    digest: str
+    size: int
+    path: Path
+    """Local file `<digest>.tar.gz`."""
+    uri: str | None = None
+    """Where it was uploaded (`file://...` or `s3://...`)."""
+    reused: bool = False
+    """The object already existed in storage; nothing was uploaded."""
+    files: tuple[str, ...] = ()
+
+
+class BuiltImage(Model):
+    env_name: str
+    repository: str
+    """Lower-cased registry path, e.g. `127.0.0.1:5000/acme/prep`."""
+    identity: str
+    """Content hash of everything that went into the build; also pushed as a tag."""
+    digest: str | None
+    """`sha256:...`; None when built but not pushed."""
+    tags: tuple[str, ...]
+    built: bool
+    """False when the identity already existed and only tags were added."""
+    pushed: bool
+
+    @property
+    def uri(self) -> str:
+        return f"{self.repository}@{self.digest}" if self.digest else f"{self.repository}:{self.identity}"
+
+
+class Artifacts(Model):
+    bundle: BundleArtifact | None = None
+    images: tuple[BuiltImage, ...] = ()
+
+
+class EnvDeployment(Model):
+    name: str
+    tasks: tuple[str, ...]
+    status: Literal["registered", "unchanged", "failed", "skipped"]
+    image: str | None = None
+    bundle_uri: str | None = None
+    error: str | None = None
+
+
+class Deployment(Model):
+    version: str
+    project: str
+    domain: str
+    endpoint: str
+    environments: tuple[EnvDeployment, ...]
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(e.status in ("registered", "unchanged") for e in self.environments)
+
+
+class Timing(Model):
+    stage: str
+    seconds: float
+
+
+class Report(Model):
+    """The whole run, as rendered to the terminal, the step summary and the PR comment."""
+
+    plan: Plan
+    artifacts: Artifacts
+    deployment: Deployment | None
+    timings: tuple[Timing, ...] = ()
+    started_at: datetime | None = None
