@@ -1,0 +1,1 @@
+"""Images: spec resolution (spec.py), Dockerfile rendering, builds, registry, tags, push."""
