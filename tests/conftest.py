@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import pathlib
 
+import pytest
+
+# Fixture modules import each other's helpers; rewrite their asserts before any of them is imported.
+pytest.register_assert_rewrite("tests.fixtures")
+
 pytest_plugins = sorted(
     f"tests.fixtures.{p.stem}"
     for p in (pathlib.Path(__file__).parent / "fixtures").glob("*.py")
