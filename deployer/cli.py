@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from deployer.commands import bundle, build, deploy, images, plan, preview, run, serve, version
+from deployer.commands import build, bundle, deploy, images, plan, preview, run, serve, version
 from deployer.errors import DeployError
 
 app = typer.Typer(

@@ -53,8 +53,12 @@ VersionOpt = Annotated[
     typer.Option("--version", help="Explicit version. Default: the semver tag, else derived from git."),
 ]
 ShaOpt = Annotated[str | None, typer.Option("--sha", help="Commit to read instead of HEAD.")]
-ProjectOpt = Annotated[str, typer.Option("--project", "-p", envvar="FLYTE_DEPLOY_PROJECT", help="Flyte project.")]
-DomainOpt = Annotated[str, typer.Option("--domain", "-d", envvar="FLYTE_DEPLOY_DOMAIN", help="Flyte domain.")]
+ProjectOpt = Annotated[
+    str, typer.Option("--project", "-p", envvar="FLYTE_DEPLOY_PROJECT", help="Flyte project.")
+]
+DomainOpt = Annotated[
+    str, typer.Option("--domain", "-d", envvar="FLYTE_DEPLOY_DOMAIN", help="Flyte domain.")
+]
 OrgOpt = Annotated[str, typer.Option("--org", envvar="FLYTE_DEPLOY_ORG", help="Flyte organization.")]
 RegistryOpt = Annotated[
     str | None,

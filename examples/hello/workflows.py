@@ -1,7 +1,6 @@
 """A small Flyte 2 project: `analysis` depends on `prep`, so deploying it brings `prep` first."""
 
 import flyte
-
 from hello_lib.text import shout
 
 image = flyte.Image.from_debian_base(python_version=(3, 11))
