@@ -1,0 +1,307 @@
+"""A small OCI distribution (registry HTTP API v2) client: manifests, tags, retag, delete.
+
+Every manifest request sends the schema2 + OCI `Accept` headers: without them a registry may
+down-convert to schema1, whose digest differs from the pushed image's. Retagging copies the
+manifest bytes under a new tag (GET + PUT, same digest): no layer is pulled or pushed, which is
+how a release promotes images already built for its commit.
+
+Auth follows the registry's `WWW-Authenticate` challenge: `Bearer` (token endpoint, with the
+challenge's own scope; credentials as basic auth, or an OAuth2 refresh token) or `Basic`.
+Plain HTTP is used for loopback hosts (as the Docker engine does) and for hosts listed in
+`FLYTE_DEPLOY_INSECURE_REGISTRIES`; HTTPS otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from deployer.errors import RegistryError
+from deployer.images.auth import Credential, Credentials
+from deployer.images.tags import split_repository
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MANIFEST_ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+INSECURE_ENV = "FLYTE_DEPLOY_INSECURE_REGISTRIES"
+_RETRY_STATUS = {429, 500, 502, 503, 504}
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+class DeleteResult(enum.StrEnum):
+    """What `delete_tag` did."""
+
+    tag = "tag"
+    """The registry deleted the tag alone (OCI 1.1 tag deletion)."""
+    manifest = "manifest"
+    """No other tag pointed at the manifest, so the manifest was deleted by digest (distribution 2.x)."""
+    shared = "shared"
+    """Nothing deleted: the registry only deletes whole manifests and other tags still use this one."""
+    missing = "missing"
+    """The tag did not exist."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    digest: str
+    media_type: str
+    body: bytes
+
+    def json(self) -> dict[str, Any]:
+        return json.loads(self.body)
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """Layer digests, base first (empty for an index)."""
+        return tuple(layer["digest"] for layer in self.json().get("layers", ()))
+
+
+class RegistryClient:
+    """One client for any number of registries; repositories are full references (`host/path`)."""
+
+    def __init__(
+        self,
+        credentials: Credentials | None = None,
+        *,
+        timeout: float = 30.0,
+        attempts: int = 3,
+        insecure_hosts: tuple[str, ...] | None = None,
+    ) -> None:
+        self._credentials = credentials or Credentials()
+        self._http = httpx.Client(timeout=timeout, follow_redirects=True)
+        self._attempts = attempts
+        env_hosts = tuple(h.strip() for h in os.environ.get(INSECURE_ENV, "").split(",") if h.strip())
+        self._insecure = insecure_hosts if insecure_hosts is not None else env_hosts
+        self._auth: dict[tuple[str, str], str] = {}
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------ manifests
+
+    def manifest_digest(self, repo: str, ref: str) -> str | None:
+        """`sha256:...` of the manifest `ref` (tag or digest) points at, or None if there is none."""
+        response = self._call("HEAD", repo, f"manifests/{ref}", headers={"Accept": MANIFEST_ACCEPT})
+        if response.status_code == 404:
+            return None
+        self._check(response, f"HEAD {repo}:{ref}")
+        digest = response.headers.get("Docker-Content-Digest")
+        if digest:
+            return digest
+        manifest = self.get_manifest(repo, ref)
+        return manifest.digest if manifest else None
+
+    def get_manifest(self, repo: str, ref: str) -> Manifest | None:
+        response = self._call("GET", repo, f"manifests/{ref}", headers={"Accept": MANIFEST_ACCEPT})
+        if response.status_code == 404:
+            return None
+        self._check(response, f"GET {repo}:{ref}")
+        body = response.content
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        media_type = media_type or json.loads(body).get("mediaType", DOCKER_MANIFEST)
+        digest = response.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
+        return Manifest(digest, media_type, body)
+
+    def put_manifest(self, repo: str, ref: str, manifest: Manifest) -> str:
+        response = self._call(
+            "PUT",
+            repo,
+            f"manifests/{ref}",
+            headers={"Content-Type": manifest.media_type},
+            content=manifest.body,
+        )
+        self._check(response, f"PUT {repo}:{ref}")
+        return response.headers.get("Docker-Content-Digest") or manifest.digest
+
+    def retag(self, repo: str, src_ref: str, new_tag: str) -> str:
+        """Point `new_tag` at the manifest `src_ref` points at; returns the (unchanged) digest."""
+        manifest = self.get_manifest(repo, src_ref)
+        if manifest is None:
+            raise RegistryError(f"cannot tag {repo}:{new_tag}: {repo}:{src_ref} does not exist")
+        return self.put_manifest(repo, new_tag, manifest)
+
+    # ------------------------------------------------------------------------------------------ tags
+
+    def list_tags(self, repo: str) -> tuple[str, ...]:
+        """Every tag of `repo` (following pagination); empty when the repository does not exist."""
+        tags: list[str] = []
+        path: str | None = "tags/list?n=1000"
+        while path:
+            response = self._call("GET", repo, path)
+            if response.status_code == 404:
+                return ()
+            self._check(response, f"list tags of {repo}")
+            tags.extend(response.json().get("tags") or ())
+            path = _next_page(response)
+        return tuple(sorted(set(tags)))
+
+    def delete_tag(self, repo: str, tag: str, *, delete_shared_manifest: bool = False) -> DeleteResult:
+        """Remove `tag`. Registries that implement OCI 1.1 tag deletion drop just the tag. Distribution
+        2.x deletes only manifests (by digest), which removes every tag pointing at it: then the
+        manifest is deleted only when no other tag uses it (or `delete_shared_manifest`), else nothing
+        is deleted and `shared` is returned. The registry must allow deletes (`delete.enabled`)."""
+        digest = self.manifest_digest(repo, tag)
+        if digest is None:
+            return DeleteResult.missing
+        response = self._call("DELETE", repo, f"manifests/{tag}")
+        if response.status_code in (200, 202):
+            return DeleteResult.tag
+        if response.status_code not in (400, 404, 405):
+            self._check(response, f"DELETE {repo}:{tag}")
+        if not delete_shared_manifest:
+            others = [t for t in self.list_tags(repo) if t != tag and self.manifest_digest(repo, t) == digest]
+            if others:
+                return DeleteResult.shared
+        response = self._call("DELETE", repo, f"manifests/{digest}")
+        if response.status_code == 404:
+            return DeleteResult.missing
+        self._check(response, f"DELETE {repo}@{digest}")
+        return DeleteResult.manifest
+
+    # ------------------------------------------------------------------------------------------ HTTP
+
+    def _call(
+        self,
+        method: str,
+        repo: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> httpx.Response:
+        host, name = split_repository(repo)
+        host = "registry-1.docker.io" if host == "docker.io" else host
+        url = f"{self._scheme(host)}://{host}/v2/{name}/{path}"
+        scope_key = (host, name)
+        response = self._send(method, url, headers, content, self._auth.get(scope_key))
+        if response.status_code == 401:
+            authorization = self._authorize(host, name, method, response)
+            self._auth[scope_key] = authorization
+            response = self._send(method, url, headers, content, authorization)
+            if response.status_code == 401:
+                raise RegistryError(
+                    f"{host} refused the credentials for {name} ({method} {path.split('?')[0]})"
+                )
+        return response
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str] | None,
+        content: bytes | None,
+        authorization: str | None,
+    ) -> httpx.Response:
+        all_headers = dict(headers or {})
+        if authorization:
+            all_headers["Authorization"] = authorization
+        for attempt in range(1, self._attempts + 1):
+            try:
+                response = self._http.request(method, url, headers=all_headers, content=content)
+            except httpx.TransportError as exc:
+                if attempt == self._attempts:
+                    raise RegistryError(f"{method} {_redact(url)}: {type(exc).__name__}: {exc}") from exc
+            else:
+                if response.status_code not in _RETRY_STATUS or attempt == self._attempts:
+                    return response
+            time.sleep(0.25 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _authorize(self, host: str, name: str, method: str, challenge: httpx.Response) -> str:
+        header = challenge.headers.get("WWW-Authenticate", "")
+        scheme, _, rest = header.partition(" ")
+        params = dict(_CHALLENGE_PARAM.findall(rest))
+        credential = self._credentials.for_host(host)
+        if scheme.lower() == "basic":
+            if credential is None or credential.identity_token:
+                raise RegistryError(f"{host} needs a username and password: {_credential_hint()}")
+            pair = f"{credential.username}:{credential.password.get_secret_value()}".encode()
+            return "Basic " + base64.b64encode(pair).decode()
+        if scheme.lower() != "bearer" or "realm" not in params:
+            raise RegistryError(f"{host} asked for unsupported authentication {scheme or '(none)'!r}")
+        actions = "pull" if method in ("GET", "HEAD") else "pull,push"
+        scope = params.get("scope") or f"repository:{name}:{actions}"
+        return f"Bearer {self._token(host, params['realm'], params.get('service'), scope, credential)}"
+
+    def _token(
+        self, host: str, realm: str, service: str | None, scope: str, credential: Credential | None
+    ) -> str:
+        query = {k: v for k, v in {"service": service, "scope": scope}.items() if v}
+        try:
+            if credential is not None and credential.identity_token:
+                form = {
+                    **query,
+                    "grant_type": "refresh_token",
+                    "client_id": "flyte-deploy",
+                    "refresh_token": credential.password.get_secret_value(),
+                }
+                response = self._http.post(realm, data=form)
+            else:
+                auth = (credential.username, credential.password.get_secret_value()) if credential else None
+                response = self._http.get(realm, params=query, auth=auth)
+        except httpx.TransportError as exc:
+            raise RegistryError(f"token endpoint of {host} unreachable: {type(exc).__name__}") from exc
+        if response.status_code in (401, 403):
+            hint = "" if credential else f" ({_credential_hint()})"
+            raise RegistryError(f"{host} token endpoint refused access to {scope}{hint}")
+        if response.status_code >= 400:
+            raise RegistryError(f"{host} token endpoint answered HTTP {response.status_code} for {scope}")
+        body = response.json()
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise RegistryError(f"{host} token endpoint returned no token for {scope}")
+        return str(token)
+
+    def _scheme(self, host: str) -> str:
+        hostname = host.rsplit(":", 1)[0].strip("[]") if not host.startswith("[") else host.split("]")[0][1:]
+        loopback = hostname in ("localhost", "::1") or hostname.startswith("127.")
+        return "http" if loopback or host in self._insecure else "https"
+
+    @staticmethod
+    def _check(response: httpx.Response, what: str) -> None:
+        if response.is_success:
+            return
+        detail = ""
+        try:
+            errors = response.json().get("errors") or []
+            detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
+        except (ValueError, AttributeError):
+            detail = response.text[:200]
+        raise RegistryError(f"{what}: HTTP {response.status_code}{' ' + detail if detail else ''}")
+
+
+def _next_page(response: httpx.Response) -> str | None:
+    link = response.headers.get("Link")
+    if not link:
+        return None
+    match = re.search(r"<([^>]+)>", link)
+    if not match:
+        return None
+    target = match.group(1)
+    # Links are absolute paths (`/v2/<name>/tags/list?...`); keep only what follows the repository.
+    return "tags/" + target.split("/tags/", 1)[1] if "/tags/" in target else None
+
+
+def _credential_hint() -> str:
+    return "set FLYTE_DEPLOY_REGISTRY_USERNAME/FLYTE_DEPLOY_REGISTRY_PASSWORD or log in (DOCKER_CONFIG)"
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//[^/@]+@", "//***@", url)
