@@ -1,0 +1,240 @@
+"""flyteidl2 `TaskService` backed by the SQLite `TaskStore`: the embedded control plane's logic.
+
+Served through the generated `TaskServiceWSGIApplication` (see `server.py`). Behaviour a client can
+rely on:
+- DeployTask registers a (project, domain, name, version) once. Deploying an existing version
+  again answers ALREADY_EXISTS, saying whether the stored spec is identical (a no-op) or different
+  (refused: versions are immutable). The flyte SDK treats ALREADY_EXISTS as "skipping".
+- GetTaskDetails answers NOT_FOUND for an unknown task or version.
+- ListTasks lists the latest version of each task in a project/domain (or a whole org), ListVersions
+  every version of one task, newest first; both page with an offset token.
+- Malformed identifiers, versions and list options answer INVALID_ARGUMENT naming the field.
+- It is single-tenant: `org` is accepted and echoed but scopes nothing (see `store.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+from connectrpc.request import RequestContext
+from flyteidl2.common import list_pb2
+from flyteidl2.task import task_definition_pb2 as td
+from flyteidl2.task import task_service_pb2 as ts
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from deployer.controlplane.specs import spec_differences
+from deployer.controlplane.store import PutOutcome, StoredTask, TaskKey, TaskStore
+from deployer.controlplane.validation import validate, validate_deploy, validate_version
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+_F = list_pb2.Filter.Function
+_TEXT_TESTS: dict[int, Callable[[str, Sequence[str]], bool]] = {
+    _F.EQUAL: lambda v, xs: v == xs[0],
+    _F.NOT_EQUAL: lambda v, xs: v != xs[0],
+    _F.CONTAINS: lambda v, xs: xs[0] in v,
+    _F.CONTAINS_CASE_INSENSITIVE: lambda v, xs: xs[0].lower() in v.lower(),
+    _F.VALUE_IN: lambda v, xs: v in xs,
+    _F.VALUE_NOT_IN: lambda v, xs: v not in xs,
+    _F.ENDS_WITH: lambda v, xs: v.endswith(xs[0]),
+    _F.NOT_ENDS_WITH: lambda v, xs: not v.endswith(xs[0]),
+}
+_FIELDS: dict[str, Callable[[StoredTask], str]] = {
+    "name": lambda t: t.key.name,
+    "version": lambda t: t.key.version,
+    "environment_name": lambda t: t.environment,
+    "short_name": lambda t: t.short_name,
+}
+_SORT_KEYS: dict[str, Callable[[StoredTask], object]] = {
+    "created_at": lambda t: t.deployed_at_ns,
+    "deployed_at": lambda t: t.deployed_at_ns,
+    "name": lambda t: t.key.name,
+    "version": lambda t: t.key.version,
+}
+
+
+class TaskService:
+    """Implements the generated `TaskServiceSync` protocol."""
+
+    def __init__(self, store: TaskStore) -> None:
+        self.store = store
+
+    def deploy_task(self, request: ts.DeployTaskRequest, ctx: RequestContext) -> ts.DeployTaskResponse:
+        validate_deploy(request)
+        key = _key(request.task_id)
+        outcome, stored = self.store.put(key, request.spec, request.triggers)
+        if outcome is PutOutcome.unchanged:
+            raise ConnectError(Code.ALREADY_EXISTS, f"task {key} already exists with an identical spec")
+        if outcome is PutOutcome.conflict:
+            fields = ", ".join(spec_differences(stored.spec, request.spec)) or "encoding"
+            raise ConnectError(
+                Code.ALREADY_EXISTS,
+                f"task {key} already exists with a different spec (differs in: {fields}); "
+                "versions are immutable, deploy a new version",
+            )
+        return ts.DeployTaskResponse()
+
+    def get_task_details(
+        self, request: ts.GetTaskDetailsRequest, ctx: RequestContext
+    ) -> ts.GetTaskDetailsResponse:
+        validate(request)
+        key = _key(request.task_id)
+        stored = self.store.get(key)
+        if stored is None:
+            raise ConnectError(Code.NOT_FOUND, f"task {key} not found")
+        return ts.GetTaskDetailsResponse(
+            details=td.TaskDetails(task_id=request.task_id, metadata=_metadata(stored), spec=stored.spec)
+        )
+
+    def list_tasks(self, request: ts.ListTasksRequest, ctx: RequestContext) -> ts.ListTasksResponse:
+        validate(request)
+        if request.WhichOneof("scope_by") == "project_id":
+            pid = request.project_id
+            org = pid.organization
+            found = self.store.latest_tasks(org=org, project=pid.name, domain=pid.domain)
+        else:
+            org = request.org
+            found = self.store.latest_tasks(org=org)
+        total = len(found)
+        found = [t for t in found if _known_filters_match(t, request.known_filters)]
+        found = _filter_and_sort(found, request.request, default_sort=("created_at", False))
+        page, token = _page(found, request.request)
+        return ts.ListTasksResponse(
+            tasks=[td.Task(task_id=_task_id(t.key, org), metadata=_metadata(t)) for t in page],
+            token=token,
+            metadata=ts.ListTasksResponse.ListTasksMetadata(total=total, filtered_total=len(found)),
+        )
+
+    def list_versions(self, request: ts.ListVersionsRequest, ctx: RequestContext) -> ts.ListVersionsResponse:
+        validate(request)
+        n = request.task_name
+        found = self.store.versions(org=n.org, project=n.project, domain=n.domain, name=n.name)
+        found = _filter_and_sort(found, request.request, default_sort=("created_at", True))
+        page, token = _page(found, request.request)
+        return ts.ListVersionsResponse(
+            versions=[
+                ts.ListVersionsResponse.VersionResponse(version=t.key.version, deployed_at=_timestamp(t))
+                for t in page
+            ],
+            token=token,
+        )
+
+
+def _key(task_id: td.TaskIdentifier) -> TaskKey:
+    validate_version(task_id.version)
+    return TaskKey(task_id.org, task_id.project, task_id.domain, task_id.name, task_id.version)
+
+
+def _task_id(key: TaskKey, org: str) -> td.TaskIdentifier:
+    return td.TaskIdentifier(
+        org=org, project=key.project, domain=key.domain, name=key.name, version=key.version
+    )
+
+
+def _timestamp(t: StoredTask) -> Timestamp:
+    ts_ = Timestamp()
+    ts_.FromNanoseconds(t.deployed_at_ns)
+    return ts_
+
+
+def _metadata(t: StoredTask) -> td.TaskMetadata:
+    spec = t.spec
+    return td.TaskMetadata(
+        short_name=t.short_name,
+        deployed_at=_timestamp(t),
+        environment_name=t.environment,
+        short_description=spec.documentation.short_description,
+    )
+
+
+def _known_filters_match(t: StoredTask, filters: Sequence[ts.ListTasksRequest.KnownFilter]) -> bool:
+    for f in filters:
+        kind = f.WhichOneof("filter_by")
+        if kind == "is_entrypoint" and t.is_entrypoint != f.is_entrypoint:
+            return False
+        # Nobody is authenticated on the embedded plane, so no task has a deployer.
+        if kind == "deployed_by" and f.deployed_by:
+            return False
+    return True
+
+
+def _filter_and_sort(
+    tasks: list[StoredTask], options: list_pb2.ListRequest, *, default_sort: tuple[str, bool]
+) -> list[StoredTask]:
+    if options.raw_filters:
+        raise ConnectError(Code.INVALID_ARGUMENT, "request.raw_filters: not supported, use request.filters")
+    for f in options.filters:
+        if f.field not in _FIELDS:
+            raise ConnectError(
+                Code.INVALID_ARGUMENT,
+                f"request.filters: unknown field {f.field!r} (known: {', '.join(sorted(_FIELDS))})",
+            )
+        test = _TEXT_TESTS.get(f.function)
+        if test is None:
+            name = list_pb2.Filter.Function.Name(f.function)
+            raise ConnectError(Code.INVALID_ARGUMENT, f"request.filters: function {name} is not supported")
+        if not f.values:
+            raise ConnectError(Code.INVALID_ARGUMENT, f"request.filters: {f.field} filter has no values")
+        get = _FIELDS[f.field]
+        tasks = [t for t in tasks if test(get(t), list(f.values))]
+
+    sorts = list(options.sort_by_fields) or ([options.sort_by] if options.HasField("sort_by") else [])
+    if not sorts:
+        key, descending = default_sort
+        return sorted(tasks, key=_SORT_KEYS[key], reverse=descending)
+    # Stable sorts applied from the least significant key to the most significant one.
+    for sort in reversed(sorts):
+        if sort.key not in _SORT_KEYS:
+            raise ConnectError(
+                Code.INVALID_ARGUMENT,
+                f"request.sort_by: unknown key {sort.key!r} (known: {', '.join(sorted(_SORT_KEYS))})",
+            )
+        tasks = sorted(tasks, key=_SORT_KEYS[sort.key], reverse=sort.direction == list_pb2.Sort.DESCENDING)
+    return tasks
+
+
+def _page(tasks: list[StoredTask], options: list_pb2.ListRequest) -> tuple[list[StoredTask], str]:
+    offset = _offset(options.token)
+    limit = min(options.limit or DEFAULT_PAGE, MAX_PAGE)
+    end = offset + limit
+    return tasks[offset:end], (str(end) if end < len(tasks) else "")
+
+
+def _offset(token: str) -> int:
+    if not token:
+        return 0
+    if not token.isdigit():
+        raise ConnectError(
+            Code.INVALID_ARGUMENT, f"request.token: {token!r} is not a token this server issued"
+        )
+    return int(token)
+
+
+@dataclass(frozen=True)
+class RequestSummary:
+    """What one log line says about a request."""
+
+    method: str
+    subject: str
+
+
+def summarize(method: str, request: object) -> RequestSummary:
+    if isinstance(request, ts.DeployTaskRequest | ts.GetTaskDetailsRequest):
+        return RequestSummary(method, str(_key_unchecked(request.task_id)))
+    if isinstance(request, ts.ListVersionsRequest):
+        n = request.task_name
+        return RequestSummary(method, "/".join(p for p in (n.org, n.project, n.domain, n.name) if p))
+    if isinstance(request, ts.ListTasksRequest):
+        p = request.project_id
+        return RequestSummary(
+            method, "/".join(x for x in (p.organization, p.name, p.domain) if x) or request.org
+        )
+    return RequestSummary(method, "")
+
+
+def _key_unchecked(task_id: td.TaskIdentifier) -> TaskKey:
+    return TaskKey(task_id.org, task_id.project, task_id.domain, task_id.name, task_id.version)

@@ -1,0 +1,335 @@
+"""SQLite persistence of the embedded control plane.
+
+One file, `<state_dir>/controlplane.sqlite3`, in WAL mode so readers never block the writer and two
+processes (two `flyte-deploy deploy` runs, or a deploy next to `flyte-deploy serve`) can share it.
+Each deploy request is one `BEGIN IMMEDIATE` transaction: the existence check and the insert happen
+under the write lock, so two processes racing on one version end with exactly one row and the loser
+sees it as existing.
+
+flyteidl2's `TaskService` has no delete RPC, so cleanup (PR previews) is a local call on this class:
+`TaskStore(state_dir).delete_domain(project, domain)` or `.delete_version(project, domain, version)`.
+
+The embedded plane is single-tenant: every method accepts an `org` and ignores it. The flyte SDK
+derives an org from the endpoint's host name when none is configured (`dns:///127.0.0.1:8090` gives
+org "127", `localhost` gives ""), so scoping by it would hide a task deployed through one spelling of
+the address from a reader using another. Stored keys come back with `org=""`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from flyteidl2.task.task_definition_pb2 import TaskSpec, TaskTrigger
+
+from deployer.controlplane.specs import canonical_bytes, spec_digest, spec_from_bytes
+from deployer.errors import ControlPlaneError
+
+DB_NAME = "controlplane.sqlite3"
+_SCHEMA_VERSION = 1
+_BUSY_TIMEOUT_S = 30.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (
+    project TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    spec BLOB NOT NULL,
+    digest TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    short_name TEXT NOT NULL,
+    is_entrypoint INTEGER NOT NULL,
+    deployed_at_ns INTEGER NOT NULL,
+    triggers BLOB NOT NULL,
+    PRIMARY KEY (project, domain, name, version)
+);
+CREATE INDEX IF NOT EXISTS tasks_by_time ON tasks (project, domain, name, deployed_at_ns);
+"""
+
+_KEY_MATCH = "project = ? AND domain = ? AND name = ? AND version = ?"
+_COLUMNS = (
+    "project, domain, name, version, spec, digest, environment, short_name, is_entrypoint, "
+    "deployed_at_ns, triggers"
+)
+
+
+@dataclass(frozen=True)
+class TaskKey:
+    org: str
+    """Shown in messages; the store does not scope by it (single tenant)."""
+    project: str
+    domain: str
+    name: str
+    version: str
+
+    def __str__(self) -> str:
+        scope = f"{self.org}/" if self.org else ""
+        return f"{scope}{self.project}/{self.domain}/{self.name}@{self.version}"
+
+
+@dataclass(frozen=True)
+class StoredTask:
+    key: TaskKey
+    spec_bytes: bytes
+    """Deterministic encoding of the `TaskSpec` exactly as deployed."""
+    digest: str
+    environment: str
+    short_name: str
+    is_entrypoint: bool
+    deployed_at_ns: int
+    trigger_bytes: tuple[bytes, ...]
+
+    @property
+    def spec(self) -> TaskSpec:
+        return spec_from_bytes(self.spec_bytes)
+
+    @property
+    def triggers(self) -> list[TaskTrigger]:
+        return [TaskTrigger.FromString(b) for b in self.trigger_bytes]
+
+
+class PutOutcome(enum.StrEnum):
+    registered = "registered"
+    unchanged = "unchanged"
+    """The version exists with a byte-identical spec."""
+    conflict = "conflict"
+    """The version exists with a different spec; nothing was written."""
+
+
+class TaskStore:
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / DB_NAME
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            _ignore_in_git(self.state_dir)
+        except OSError as exc:
+            raise ControlPlaneError(f"cannot create control plane state dir {self.state_dir}: {exc}") from exc
+        with self._connect() as db:
+            _enable_wal(db)
+            with _write(db):
+                # Statement by statement: executescript() would commit the open transaction.
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    db.execute(statement)
+                row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+                if row is None:
+                    db.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(_SCHEMA_VERSION),))
+                elif row[0] != str(_SCHEMA_VERSION):
+                    raise ControlPlaneError(
+                        f"control plane state {self.path} has schema {row[0]}, this flyte-deploy reads "
+                        f"schema {_SCHEMA_VERSION}: use another --state-dir"
+                    )
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def put(
+        self, key: TaskKey, spec: TaskSpec, triggers: Sequence[TaskTrigger] = ()
+    ) -> tuple[PutOutcome, StoredTask]:
+        """Record `spec` under `key` unless the version exists. Returns what happened and the row
+        now stored (the existing one for `unchanged`/`conflict`)."""
+        new = StoredTask(
+            key=key,
+            spec_bytes=canonical_bytes(spec),
+            digest=spec_digest(spec),
+            environment=spec.environment.name,
+            short_name=spec.short_name,
+            is_entrypoint=spec.task_template.metadata.is_entrypoint,
+            deployed_at_ns=time.time_ns(),
+            trigger_bytes=tuple(t.SerializeToString(deterministic=True) for t in triggers),
+        )
+        with self._connect() as db, _write(db):
+            existing = self._get(db, key)
+            if existing is not None:
+                same = existing.digest == new.digest
+                return (PutOutcome.unchanged if same else PutOutcome.conflict), existing
+            db.execute(
+                f"INSERT INTO tasks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _row(new),
+            )
+        return PutOutcome.registered, new
+
+    def delete_version(self, project: str, domain: str, version: str, *, org: str = "") -> int:
+        """Delete every task of one version in a project/domain. Returns the number of tasks deleted."""
+        with self._connect() as db, _write(db):
+            cur = db.execute(
+                "DELETE FROM tasks WHERE project = ? AND domain = ? AND version = ?",
+                (project, domain, version),
+            )
+            return cur.rowcount
+
+    def delete_domain(self, project: str, domain: str, *, org: str = "") -> int:
+        """Delete every task of every version in a project/domain (a PR preview's domain)."""
+        with self._connect() as db, _write(db):
+            cur = db.execute("DELETE FROM tasks WHERE project = ? AND domain = ?", (project, domain))
+            return cur.rowcount
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, key: TaskKey) -> StoredTask | None:
+        with self._connect() as db:
+            return self._get(db, key)
+
+    def latest_tasks(
+        self, *, org: str = "", project: str | None = None, domain: str | None = None
+    ) -> list[StoredTask]:
+        """The most recently deployed version of each task name in the scope, oldest first."""
+        where, params = _scope(project, domain)
+        with self._connect() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM tasks AS t WHERE {where} AND rowid = ("
+                " SELECT rowid FROM tasks AS u WHERE u.project = t.project"
+                " AND u.domain = t.domain AND u.name = t.name"
+                " ORDER BY u.deployed_at_ns DESC, u.rowid DESC LIMIT 1)"
+                " ORDER BY t.deployed_at_ns, t.rowid",
+                params,
+            ).fetchall()
+        return [_stored(r) for r in rows]
+
+    def versions(self, *, org: str = "", project: str, domain: str, name: str) -> list[StoredTask]:
+        """Every version of one task, newest first."""
+        with self._connect() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM tasks WHERE project = ? AND domain = ? AND name = ?"
+                " ORDER BY deployed_at_ns DESC, rowid DESC",
+                (project, domain, name),
+            ).fetchall()
+        return [_stored(r) for r in rows]
+
+    def count(self, key: TaskKey | None = None) -> int:
+        with self._connect() as db:
+            if key is None:
+                return int(db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
+            return int(
+                db.execute(
+                    f"SELECT COUNT(*) FROM tasks WHERE {_KEY_MATCH}",
+                    _key_params(key),
+                ).fetchone()[0]
+            )
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        # A connection per call: calls come from many server threads and sqlite3 connections
+        # must not be shared across threads; opening one costs ~50 µs.
+        try:
+            db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise ControlPlaneError(f"cannot open control plane state {self.path}: {exc}") from exc
+        try:
+            db.execute("PRAGMA synchronous=NORMAL")
+            yield db
+        except sqlite3.DatabaseError as exc:
+            raise ControlPlaneError(f"control plane state {self.path}: {exc}") from exc
+        finally:
+            db.close()
+
+    @staticmethod
+    def _get(db: sqlite3.Connection, key: TaskKey) -> StoredTask | None:
+        row = db.execute(
+            f"SELECT {_COLUMNS} FROM tasks WHERE {_KEY_MATCH}",
+            _key_params(key),
+        ).fetchone()
+        return _stored(row) if row else None
+
+
+def _enable_wal(db: sqlite3.Connection) -> None:
+    """Switch a database to WAL (a no-op once it is). SQLite does not wait on a busy lock for this
+    switch: when several processes open a new state file together, the losers are told "database is
+    locked" at once, so retry within the same budget other statements get."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    pause = 0.005
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
+
+
+def _ignore_in_git(state_dir: Path) -> None:
+    """The default state dir lives inside the user's checkout: keep it out of `git status`, of the
+    dirty-tree check that picks the version, and of `copy_style=all` bundles."""
+    marker = state_dir / ".gitignore"
+    if not marker.exists():
+        marker.write_text("# flyte-deploy state (embedded control plane, local storage)\n*\n")
+
+
+@contextlib.contextmanager
+def _write(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction, taking the database write lock up front (BEGIN IMMEDIATE) so a
+    read-then-insert cannot interleave with another process's."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _scope(project: str | None, domain: str | None) -> tuple[str, list[str]]:
+    clauses: list[str] = []
+    params: list[str] = []
+    if project:
+        clauses.append("t.project = ?")
+        params.append(project)
+    if domain:
+        clauses.append("t.domain = ?")
+        params.append(domain)
+    return " AND ".join(clauses) or "1 = 1", params
+
+
+def _key_params(key: TaskKey) -> tuple[str, str, str, str]:
+    return key.project, key.domain, key.name, key.version
+
+
+def _row(t: StoredTask) -> tuple[object, ...]:
+    return (
+        *_key_params(t.key),
+        t.spec_bytes,
+        t.digest,
+        t.environment,
+        t.short_name,
+        int(t.is_entrypoint),
+        t.deployed_at_ns,
+        _pack(t.trigger_bytes),
+    )
+
+
+def _stored(row: Iterable[object]) -> StoredTask:
+    project, domain, name, version, spec, digest, env, short, entry, at, triggers = tuple(row)
+    return StoredTask(
+        key=TaskKey("", str(project), str(domain), str(name), str(version)),
+        spec_bytes=bytes(spec),  # type: ignore[arg-type]
+        digest=str(digest),
+        environment=str(env),
+        short_name=str(short),
+        is_entrypoint=bool(entry),
+        deployed_at_ns=int(at),  # type: ignore[call-overload]
+        trigger_bytes=_unpack(bytes(triggers)),  # type: ignore[arg-type]
+    )
+
+
+def _pack(items: Sequence[bytes]) -> bytes:
+    # Length-prefixed concatenation: triggers are kept verbatim without another table.
+    return b"".join(len(b).to_bytes(4, "big") + b for b in items)
+
+
+def _unpack(data: bytes) -> tuple[bytes, ...]:
+    items, i = [], 0
+    while i < len(data):
+        n = int.from_bytes(data[i : i + 4], "big")
+        items.append(data[i + 4 : i + 4 + n])
+        i += 4 + n
+    return tuple(items)
