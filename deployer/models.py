@@ -103,6 +103,10 @@ class Discovery(Model):
     loaded_files: tuple[Path, ...]
     """Absolute paths of the modules loaded under root_dir (the `loaded_modules` bundle input),
     excluding site-packages, interpreter prefixes and the flyte package itself."""
+    all_environments: tuple[DiscoveredEnv, ...] = ()
+    """Every environment created while importing, selected or not (names dependencies' files)."""
+    warnings: tuple[str, ...] = ()
+    """Environments found but skipped (e.g. app environments)."""
 
 
 class EnvGraph(Model):
@@ -114,6 +118,8 @@ class EnvGraph(Model):
     environments: tuple[DiscoveredEnv, ...]
     """Same order as `order`."""
     loaded_files: tuple[Path, ...]
+    warnings: tuple[str, ...] = ()
+    """Carried over from discovery."""
 
     def env(self, name: str) -> DiscoveredEnv:
         return next(e for e in self.environments if e.name == name)
@@ -137,6 +143,8 @@ class VersionInfo(Model):
     release: bool
     pr: int | None
     dirty: bool
+    warnings: tuple[str, ...] = ()
+    """Why a tag was not treated as a release (not semver, dirty tree, PR event)."""
 
 
 class ImageSpec(Model):
@@ -149,6 +157,12 @@ class ImageSpec(Model):
     uri: str | None = None
     """Known final reference: mapped/external image, or `repo@sha256:...` once built."""
     needs_build: bool = True
+    base: str | None = None
+    """The reference a build starts FROM (after `--image` mapping, before base-image mirrors);
+    None for Dockerfile images."""
+    external: bool = False
+    """A string image, a mapped `from_ref_name` without layers, or the bare `--image` default:
+    deployed as-is in every mode, never rebuilt with code."""
 
 
 class PlannedEnv(Model):
@@ -168,6 +182,10 @@ class BundleSpec(Model):
     """POSIX paths relative to root_dir, sorted."""
     digest: str | None = None
     """sha256 of the bundle bytes, once computed."""
+    size: int | None = None
+    """Size in bytes of the bundle (`<digest>.tar.gz`), once computed."""
+    warnings: tuple[str, ...] = ()
+    """Paths left out for a reason worth showing (sockets, devices, dangling symlinks)."""
 
 
 class Plan(Model):
@@ -180,11 +198,18 @@ class Plan(Model):
     project: str
     domain: str
     root_dir: Path
+    """Relative to the repository top ("." outside git), so two clones plan identically; the
+    absolute import root is `EnvGraph.root_dir`."""
     environments: tuple[PlannedEnv, ...]
     """In deploy order: dependencies first."""
     bundle: BundleSpec | None
     image_args: tuple[str, ...]
     """`["--image", "name=uri", ...]` for `flyte deploy`."""
+    copy_style: CopyStyle | None = None
+    """Resolved copy style (`auto` → `loaded_modules`); `none` means no bundle."""
+    registry: str | None = None
+    """Where built images are pushed (`--registry`)."""
+    warnings: tuple[str, ...] = ()
 
 
 class BundleArtifact(Model):

@@ -1,0 +1,2 @@
+def scale(values: list[float], factor: float) -> list[float]:
+    return [v * factor for v in values]
