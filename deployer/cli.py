@@ -40,13 +40,24 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click's own usage errors
-        import click
+    except typer.TyperException as exc:  # the parser's own errors: unknown option, bad choice, ...
+        message = _usage_message(exc)
+        if message:  # empty when the usage was printed instead (no arguments at all)
+            typer.echo(f"error: {message}", err=True)
+        sys.exit(getattr(exc, "exit_code", 2))
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+
+def _usage_message(exc: typer.TyperException) -> str:
+    """The parser's message on one line, naming the flag, plus where to read the usage."""
+    format_message = getattr(exc, "format_message", None)
+    message = format_message() if callable(format_message) else str(exc)
+    # pydantic's prefix on choice errors says nothing to a user.
+    message = " ".join(message.replace("Value error, ", "").split())
+    if not message:
+        return ""
+    context = getattr(exc, "ctx", None)
+    command = getattr(context, "command_path", None)
+    return f"{message} (see `{command} --help`)" if command else message
 
 
 if __name__ == "__main__":
