@@ -1,10 +1,76 @@
-"""`flyte-deploy run`."""
+"""`flyte-deploy run ENV.TASK`: execute a deployed task locally, the way Flyte would start it."""
 
 from __future__ import annotations
 
-from deployer.errors import NotBuiltYet
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deployer import output
+from deployer.commands import options as o
+from deployer.errors import RunError, UsageError
+
+TaskArg = Annotated[str, typer.Argument(help="Deployed task as ENV.TASK, e.g. analysis.greet.")]
+RunVersionOpt = Annotated[
+    str | None, typer.Option("--version", help="Deployed version. Default: the newest deployed version.")
+]
+InputOpt = Annotated[
+    list[str] | None,
+    typer.Option("--input", "-i", help="NAME=JSON task input (a bare word reads as a string). Repeatable."),
+]
+RunRootDirOpt = Annotated[
+    Path | None,
+    typer.Option("--root-dir", help="Project root; the state dir defaults to ROOT_DIR/.flyte-deploy."),
+]
 
 
-def command() -> None:
-    """(not built yet)"""
-    raise NotBuiltYet("`flyte-deploy run` is not built yet")
+def command(
+    task: TaskArg,
+    version: RunVersionOpt = None,
+    inputs: InputOpt = None,
+    project: o.ProjectOpt = "flytesnacks",
+    domain: o.DomainOpt = "development",
+    org: o.OrgOpt = "",
+    endpoint: o.EndpointOpt = None,
+    insecure: o.InsecureOpt = False,
+    api_key: o.ApiKeyOpt = None,
+    root_dir: RunRootDirOpt = None,
+    state_dir: o.StateDirOpt = None,
+    as_json: o.JsonOpt = False,
+) -> None:
+    """Run a deployed task: in its image with Docker (container mode), or in a local virtualenv
+    with its code bundle (bundle mode). Prints its outputs. Leaf tasks only: a task that calls
+    other tasks needs a full Flyte backend."""
+    from deployer.runner import fetch_spec, run_task
+    from deployer.runner.io import parse_input_flags
+
+    env_name, dot, task_name = task.partition(".")
+    if not dot or not env_name or not task_name:
+        raise UsageError(f"task {task!r}: expected ENV.TASK, e.g. analysis.greet")
+    raw_inputs = parse_input_flags(inputs or [])
+    state = (state_dir or (root_dir or Path.cwd()) / ".flyte-deploy").resolve()
+    if endpoint is None and not state.is_dir():
+        raise RunError(f"nothing is deployed in {state} (no embedded control plane state): deploy first, "
+                       "or pass --state-dir/--endpoint")
+    spec, found_version = fetch_spec(
+        task,
+        version=version,
+        project=project,
+        domain=domain,
+        org=org,
+        endpoint=endpoint,
+        insecure=insecure,
+        api_key=api_key,
+        state_dir=state,
+    )
+    result = run_task(
+        spec,
+        version=found_version,
+        inputs=raw_inputs,
+        project=project,
+        domain=domain,
+        org=org,
+        state_dir=state,
+    )
+    output.emit_task_run(result, as_json=as_json)

@@ -1,0 +1,58 @@
+"""Read a deployed task's spec back from the control plane (ours, embedded, or a real one)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from flyteidl2.task.task_definition_pb2 import TaskSpec
+
+from deployer.errors import RunError
+
+
+@contextlib.contextmanager
+def _endpoint(endpoint: str | None, state_dir: Path) -> Iterator[str]:
+    if endpoint is not None:
+        yield endpoint
+        return
+    from deployer.controlplane.embedded import embedded_control_plane
+
+    with embedded_control_plane(state_dir) as url:
+        yield url
+
+
+def fetch_spec(
+    task: str,
+    *,
+    version: str | None,
+    project: str,
+    domain: str,
+    org: str,
+    endpoint: str | None,
+    insecure: bool,
+    api_key: str | None,
+    state_dir: Path,
+) -> tuple[TaskSpec, str]:
+    """The deployed `TaskSpec` of `task` (ENV.TASK) and its version: `version`, else the newest one."""
+    from deployer.controlplane.client import ControlPlaneClient
+
+    where = f"{project}/{domain}" + (f" (org {org})" if org else "")
+    where += f" at {_show(endpoint, state_dir)}"
+    with (
+        _endpoint(endpoint, state_dir) as url,
+        ControlPlaneClient(url, insecure=insecure, api_key=api_key) as client,
+    ):
+        if version is None:
+            versions = client.list_versions(project, domain, org, task)
+            if not versions:
+                raise RunError(f"task {task} is not deployed in {where}")
+            version = versions[0]
+        details = client.get_task(project, domain, org, task, version)
+        if details is None:
+            raise RunError(f"task {task} version {version} is not deployed in {where}")
+    return details.spec, version
+
+
+def _show(endpoint: str | None, state_dir: Path) -> str:
+    return endpoint if endpoint is not None else f"the embedded control plane in {state_dir}"

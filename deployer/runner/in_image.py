@@ -1,0 +1,55 @@
+"""Container mode: run the task inside its deployed image with the Docker engine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from deployer.errors import RunError
+from deployer.runner.action import ActionDir
+
+
+def run_in_image(image: str, args: Sequence[str], env: dict[str, str], action: ActionDir) -> int:
+    """Run `args` in `image` (pulled if missing) with the action dir mounted at the same path.
+
+    Host networking lets the task reach services bound to 127.0.0.1 (local registry, S3, control
+    plane), as the tests' stack requires. Returns the container's exit code; logs go to `action.log`.
+    """
+    import docker
+    from docker.errors import APIError, DockerException, ImageNotFound
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except DockerException as exc:
+        raise RunError(
+            f"the task was deployed in container mode (code in image {image}); running it needs a "
+            f"Docker engine and none answers ({_first_line(exc)}). Set DOCKER_HOST or start one"
+        ) from exc
+    try:
+        try:
+            client.images.get(image)
+        except ImageNotFound:
+            client.images.pull(image)
+        container = client.containers.create(
+            image,
+            command=list(args),
+            environment=env,
+            network_mode="host",
+            volumes={str(action.root): {"bind": str(action.root), "mode": "rw"}},
+        )
+    except DockerException as exc:
+        raise RunError(f"cannot start the task's image {image}: {_first_line(exc)}") from exc
+    try:
+        container.start()
+        status = container.wait()
+        action.log.write_bytes(container.logs(stdout=True, stderr=True))
+        return int(status.get("StatusCode", 1))
+    except APIError as exc:
+        raise RunError(f"the task's container in {image} failed: {_first_line(exc)}") from exc
+    finally:
+        container.remove(force=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
