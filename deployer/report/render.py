@@ -1,0 +1,262 @@
+"""The step summary and the sticky PR comment, rendered from `templates/report/`.
+
+This module only shapes values (table cells, labels); all Markdown lives in the templates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from deployer.models import BuiltImage, Report
+from deployer.report.models import CleanupResult, RunInfo, RunKind
+from deployer.templating import render
+
+# GitHub rejects step summaries above 1 MiB and comments above 65536 characters.
+SUMMARY_LIMIT_BYTES = 1024 * 1024
+COMMENT_LIMIT_CHARS = 65_536
+MARKER_PREFIX = "<!-- flyte-deploy:preview"
+
+
+def comment_marker(project: str) -> str:
+    """The hidden first line that identifies our sticky comment (one per PR and Flyte project)."""
+    return f"{MARKER_PREFIX} project={cell(project)} -->"
+
+
+def summary_markdown(
+    run: RunInfo,
+    report: Report | None = None,
+    *,
+    cleanup: CleanupResult | None = None,
+    warnings: tuple[str, ...] = (),
+) -> str:
+    context = _context(run, report, cleanup, warnings)
+    text = render("report/summary.md.j2", **context)
+    if len(text.encode()) > SUMMARY_LIMIT_BYTES:
+        # Huge projects: keep the headline, facts and status; drop the per-environment tables.
+        text = render("report/summary.md.j2", **(context | {"environments": [], "images": [], "timings": []}))
+    return _clip(text, SUMMARY_LIMIT_BYTES)
+
+
+def pr_comment_markdown(
+    run: RunInfo, report: Report | None = None, *, project: str, cleanup: CleanupResult | None = None
+) -> str:
+    context = _context(run, report, cleanup, ())
+    marker = comment_marker(project)
+    text = render("report/pr_comment.md.j2", marker=marker, updated_for=_updated_for(run), **context)
+    if len(text) > COMMENT_LIMIT_CHARS:
+        text = render(
+            "report/pr_comment.md.j2",
+            marker=marker,
+            updated_for=_updated_for(run),
+            **(context | {"images": []}),
+        )
+    return _clip(text, COMMENT_LIMIT_CHARS)
+
+
+# ---------------------------------------------------------------------- shaping
+
+
+@dataclass(frozen=True)
+class _Headline:
+    icon: str
+    headline: str
+    note: str | None
+    note_kind: str
+    error: str | None
+    run_url: str | None
+
+
+def _context(
+    run: RunInfo, report: Report | None, cleanup: CleanupResult | None, warnings: tuple[str, ...]
+) -> dict[str, Any]:
+    return {
+        "run": _headline(run, report),
+        "facts": _facts(run, report, cleanup),
+        "environments": _environment_rows(report),
+        "images": _image_rows(report),
+        "bundle": _bundle(report),
+        "cleanup": _cleanup_lines(cleanup),
+        "warnings": [cell(w) for w in (*warnings, *(cleanup.warnings if cleanup else ()))],
+        "timings": [(cell(t.stage), f"{t.seconds:.1f}") for t in (report.timings if report else ())],
+        "total_seconds": f"{sum(t.seconds for t in report.timings):.1f}" if report else "0.0",
+    }
+
+
+def _headline(run: RunInfo, report: Report | None) -> _Headline:
+    dry = report is not None and report.deployment is not None and report.deployment.dry_run
+    # A dry run's environments are all "skipped": that is not a failure.
+    failed = run.error is not None or (
+        report is not None and report.deployment is not None and not dry and not report.deployment.ok
+    )
+    target = f"`{report.plan.project}/{report.plan.domain}`" if report else ""
+    version = f"`{report.plan.version}`" if report else ""
+    pr = f"#{run.pr}" if run.pr else "the pull request"
+    headlines = {
+        RunKind.preview: f"preview of {pr} {'failed' if failed else 'deployed'}",
+        RunKind.release: f"release {version} {'failed' if failed else 'deployed to ' + target}",
+        RunKind.branch: f"{cell(_branch(run.ref))} {'failed' if failed else 'deployed to ' + target}",
+        RunKind.build_only: "built only: nothing pushed or deployed" if not failed else "build failed",
+        RunKind.cleanup: f"preview of {pr} removed" if not failed else f"cleanup of {pr} failed",
+        RunKind.skipped: "stopped before deploying anything" if failed else "nothing to deploy",
+    }
+    headline = headlines[run.kind]
+    if dry and not failed:
+        headline += " (dry run: nothing built, pushed or registered)"
+    if failed:
+        icon = "❌"
+    else:
+        icon = {RunKind.cleanup: "🧹", RunKind.skipped: "⏭️", RunKind.build_only: "🏗️"}.get(run.kind, "✅")
+    return _Headline(
+        icon=icon,
+        headline=headline,
+        note=cell(run.note) if run.note else None,
+        note_kind="WARNING" if run.kind is RunKind.build_only else "NOTE",
+        error=cell(run.error) if run.error else None,
+        run_url=run.run_url,
+    )
+
+
+def _facts(run: RunInfo, report: Report | None, cleanup: CleanupResult | None) -> list[tuple[str, str]]:
+    facts: list[tuple[str, str]] = []
+    if report is not None:
+        facts.append(("Version", f"`{cell(report.plan.version)}`"))
+        target = f"`{cell(report.plan.project)}/{cell(report.plan.domain)}`"
+        if report.deployment is not None:
+            target += f" on {cell(report.deployment.endpoint)}"
+        facts.append(("Target", target))
+    elif cleanup is not None:
+        facts.append(("Target", f"`{cell(cleanup.project)}/{cell(cleanup.domain)}`"))
+    if run.sha:
+        short = f"`{run.sha[:7]}`"
+        facts.append(("Commit", f"[{short}]({run.commit_url})" if run.commit_url else short))
+    if run.preview_url:
+        facts.append(("Preview", f"[{cell(run.preview_url)}]({run.preview_url})"))
+    return facts
+
+
+def _environment_rows(report: Report | None) -> list[dict[str, str]]:
+    if report is None:
+        return []
+    modes = {env.name: env.mode for env in report.plan.environments}
+    if report.deployment is not None:
+        return [
+            {
+                "name": cell(env.name),
+                "tasks": _code_list(env.tasks),
+                "mode": cell(modes.get(env.name, "")),
+                "where": _where(env.image, env.bundle_uri),
+                "status": cell(f"{env.status}: {env.error}" if env.error else env.status),
+            }
+            for env in report.deployment.environments
+        ]
+    built = {image.env_name: image for image in report.artifacts.images}
+    return [
+        {
+            "name": cell(env.name),
+            "tasks": _code_list(env.tasks),
+            "mode": cell(env.mode),
+            "where": _where(built[env.name].uri if env.name in built else env.image.uri, None),
+            "status": "not deployed",
+        }
+        for env in report.plan.environments
+    ]
+
+
+def _image_rows(report: Report | None) -> list[dict[str, str]]:
+    if report is None:
+        return []
+    return [
+        {
+            "name": cell(image.env_name),
+            "uri": cell(image.uri),
+            "tags": _code_list(image.tags),
+            "build": _build_note(image),
+        }
+        for image in report.artifacts.images
+    ]
+
+
+def _build_note(image: BuiltImage) -> str:
+    if not image.built:
+        return "reused: retagged, no rebuild" if image.pushed else "already built here, not pushed"
+    return "built and pushed" if image.pushed else "built, not pushed"
+
+
+def _bundle(report: Report | None) -> dict[str, Any] | None:
+    if report is None or report.artifacts.bundle is None:
+        return None
+    bundle = report.artifacts.bundle
+    return {
+        "uri": cell(bundle.uri or str(bundle.path)),
+        "digest": bundle.digest,
+        "files": len(bundle.files),
+        "size": _size(bundle.size),
+        "reused": bundle.reused,
+    }
+
+
+def _cleanup_lines(cleanup: CleanupResult | None) -> list[str]:
+    if cleanup is None:
+        return []
+    lines = []
+    if cleanup.removed_tags:
+        lines.append("Registry tags removed: " + _code_list(cleanup.removed_tags))
+    if cleanup.missing_tags:
+        lines.append("Registry tags already gone: " + _code_list(cleanup.missing_tags))
+    if not cleanup.removed_tags and not cleanup.missing_tags:
+        lines.append(f"No registry tags `pr-{cleanup.pr}` were found.")
+    if cleanup.control_plane == "embedded":
+        if cleanup.removed_versions:
+            lines.append(
+                f"Removed from the embedded control plane: {cleanup.removed_tasks} task(s) in "
+                f"{len(cleanup.removed_versions)} version(s): " + _code_list(cleanup.removed_versions)
+            )
+        else:
+            lines.append("No preview versions were registered in the embedded control plane.")
+    else:
+        lines.append(
+            f"Versions on {cell(cleanup.control_plane)} are kept: Flyte's task service has no delete."
+        )
+    if cleanup.deactivated_deployments:
+        lines.append(f"{len(cleanup.deactivated_deployments)} GitHub deployment(s) marked inactive.")
+    return lines
+
+
+def _updated_for(run: RunInfo) -> str:
+    return f"`{run.sha[:7]}`" if run.sha else "this run"
+
+
+def _where(image: str | None, bundle_uri: str | None) -> str:
+    parts = [f"`{cell(p)}`" for p in (bundle_uri, image) if p]
+    return " in ".join(parts) if parts else "—"
+
+
+def _code_list(values: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(f"`{cell(v)}`" for v in values) if values else "—"
+
+
+def _branch(ref: str | None) -> str:
+    return (ref or "branch").removeprefix("refs/heads/")
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024 or unit == "MiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def cell(value: object) -> str:
+    """A value made safe inside a Markdown table cell (and on one line)."""
+    # GitHub applies `\|` even inside code spans in tables, so this is the only escape needed.
+    return str(value).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _clip(text: str, limit_bytes: int) -> str:
+    data = text.encode()
+    if len(data) <= limit_bytes:
+        return text
+    return data[: limit_bytes - 64].decode(errors="ignore") + "\n\n… (truncated)\n"
