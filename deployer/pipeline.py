@@ -115,7 +115,7 @@ def run(
         if any(env.image.needs_build for env in plan.environments):
             with clock("images"):
                 images = _build_images(planned, request)
-        uris = _image_uris(plan, images, pending_ok=False)
+        uris = _pin_as_is_images(plan, _image_uris(plan, images, pending_ok=False), progress)
         with clock("serialize"):
             specs = _serialize_all(request, planned, uris, bundle.uri if bundle else None)
         with clock("register"):
@@ -233,6 +233,26 @@ def _image_uris(plan: Plan, images: Sequence[BuiltImage], *, pending_ok: bool) -
         else:
             raise DeployError(f"environment {env.name}: its image needs a build, but none was built")
     return uris
+
+
+def _pin_as_is_images(plan: Plan, uris: dict[str, str], progress: Progress) -> dict[str, str]:
+    """Images deployed as-is are registered by the digest their tag names now, when the registry
+    answers; otherwise by the tag, and the user is told."""
+    from deployer.images.pinning import pin_by_digest
+
+    pinned: dict[str, str] = {}
+    resolved: dict[str, str | None] = {}
+    for env in plan.environments:
+        uri = uris[env.name]
+        if env.image.needs_build or "@" in uri:
+            pinned[env.name] = uri
+            continue
+        if uri not in resolved:
+            resolved[uri] = pin_by_digest(uri)
+            if resolved[uri] is None:
+                progress(f"warning: {uri} is deployed by tag: its registry did not answer with a digest")
+        pinned[env.name] = resolved[uri] or uri
+    return pinned
 
 
 def _serialize_all(

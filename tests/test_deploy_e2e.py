@@ -97,6 +97,10 @@ def test_hybrid_project_deploys_and_runs_in_both_modes(
     envs = envs_by_name(result)
     assert envs["dev"]["bundle_uri"] == result.json["artifacts"]["bundle"]["uri"]
     assert "@sha256:" in envs["prod"]["image"] and envs["prod"]["bundle_uri"] is None
+    # The as-is image of the bundle env is pinned too: its mirrored tag, resolved to today's digest.
+    mirrored = "127.0.0.1:5000/flyteorg/flyte:py3.11-v2.12.1"
+    digest = registry_manifest_digest("127.0.0.1:5000", "flyteorg/flyte", "py3.11-v2.12.1")
+    assert envs["dev"]["image"] == f"{mirrored}@{digest}"
 
     prod = flyte_deploy("run", "prod.prod_greet", "--input", "name=ada", "--json", cwd=repo.path)
     assert prod.code == 0, prod.stderr
