@@ -73,6 +73,7 @@ def discover(request: DeployRequest) -> Discovery:
         root_dir=root_dir,
         environments=tuple(selected),
         loaded_files=scope.loaded_files,
+        sys_paths=(root_dir, *scope.sys_paths),
         all_environments=tuple(known),
         warnings=tuple(skipped),
     )
@@ -137,6 +138,7 @@ class _ImportScope:
         self.environments: list[flyte.Environment] = []
         self.user_modules: dict[str, ModuleType] = {}
         self.loaded_files: tuple[Path, ...] = ()
+        self.sys_paths: list[Path] = []
 
     def __enter__(self) -> _ImportScope:
         for name in _OWNED:
@@ -173,6 +175,8 @@ class _ImportScope:
 
     def import_file(self, path: Path) -> ModuleType:
         name = _module_name(path, self.root_dir)
+        if not self.request.recursive:
+            self._add_folder(path.parent)
         try:
             module = importlib.import_module(name)
         except SyntaxError as exc:
@@ -192,6 +196,15 @@ class _ImportScope:
                 file=str(path),
             )
         return module
+
+
+    def _add_folder(self, folder: Path) -> None:
+        """`flyte deploy FILE` appends FILE's folder to sys.path, so its sibling modules import; the
+        runtime re-adds the same folder (relative to the code root) from `_F_SYS_PATH`."""
+        if folder == self.root_dir or str(folder) in sys.path:
+            return
+        sys.path.append(str(folder))
+        self.sys_paths.append(folder)
 
 
 def _module_name(path: Path, root_dir: Path) -> str:

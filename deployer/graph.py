@@ -28,6 +28,7 @@ def resolve(discovery: Discovery) -> EnvGraph:
         order=tuple(order),
         environments=tuple(nodes[name] for name in order),
         loaded_files=discovery.loaded_files,
+        sys_paths=discovery.sys_paths,
         warnings=discovery.warnings,
     )
 

@@ -103,6 +103,9 @@ class Discovery(Model):
     loaded_files: tuple[Path, ...]
     """Absolute paths of the modules loaded under root_dir (the `loaded_modules` bundle input),
     excluding site-packages, interpreter prefixes and the flyte package itself."""
+    sys_paths: tuple[Path, ...] = ()
+    """Import roots the project needs, root_dir first: in FILE mode also FILE's folder, as `flyte
+    deploy` appends it to sys.path. The runtime re-adds them from `_F_SYS_PATH`."""
     all_environments: tuple[DiscoveredEnv, ...] = ()
     """Every environment created while importing, selected or not (names dependencies' files)."""
     warnings: tuple[str, ...] = ()
@@ -118,6 +121,8 @@ class EnvGraph(Model):
     environments: tuple[DiscoveredEnv, ...]
     """Same order as `order`."""
     loaded_files: tuple[Path, ...]
+    sys_paths: tuple[Path, ...] = ()
+    """Carried over from discovery."""
     warnings: tuple[str, ...] = ()
     """Carried over from discovery."""
 

@@ -153,3 +153,40 @@ def test_demo_script_with_the_stack(tmp_path: Path, registry_url: str, flyte_bas
     assert "container mode" in done.stderr
     assert f"(container mode, in {registry_url}/flyte-deploy-demo/" in done.stderr
     assert done.stderr.count(": unchanged (") == 2  # the second deploy of the same commit
+
+
+def test_file_in_a_subfolder_imports_its_siblings_in_both_modes(
+    make_git_repo, flyte_deploy, stack_deploy_args
+) -> None:
+    """`flyte deploy sub/workflows.py VAR` from the repo root: the file's folder is an import root
+    (its sibling package `hello_lib` imports), locally and at runtime, with the code in a bundle or
+    baked into the image."""
+    import shutil
+
+    repo = make_git_repo("outer")
+    shutil.copytree(
+        REPO_ROOT / "examples" / "hello",
+        repo.path / "hello",
+        ignore=shutil.ignore_patterns("__pycache__", ".flyte-deploy"),
+    )
+    repo.commit("hello in a subfolder")
+    no_engine = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    bundled = flyte_deploy(
+        "deploy", "hello/workflows.py", "analysis", "--domain", "bundled", "--json",
+        cwd=repo.path, env=no_engine,
+    )  # fmt: skip
+    assert bundled.code == 0, bundled.stderr
+    assert "hello/hello_lib/text.py" in bundled.json["artifacts"]["bundle"]["files"]
+    greet = ("run", "analysis.greet", "-i", "name=ada", "--json")
+    ran = flyte_deploy(*greet, "--domain", "bundled", cwd=repo.path, env=no_engine)
+    assert ran.code == 0, ran.stderr
+    assert ran.json["outputs"] == {"o0": "Hello, ADA!"} and ran.json["mode"] == "bundle"
+
+    baked = flyte_deploy(
+        "deploy", "hello/workflows.py", "analysis", "--mode", "container", "--domain", "baked",
+        *stack_deploy_args, "--json", cwd=repo.path,
+    )  # fmt: skip
+    assert baked.code == 0, baked.stderr
+    ran = flyte_deploy(*greet, "--domain", "baked", cwd=repo.path)
+    assert ran.code == 0, ran.stderr
+    assert ran.json["outputs"] == {"o0": "Hello, ADA!"} and ran.json["mode"] == "container"

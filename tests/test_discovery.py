@@ -231,17 +231,30 @@ def test_import_error_points_at_the_users_line(tmp_path: Path) -> None:
     assert (error.file, error.line) == (str(root / "helpers" / "config.py"), 3)
 
 
-def test_missing_module_hints_at_root_dir(tmp_path: Path) -> None:
+def test_file_folder_is_an_import_root_like_flyte_deploy(tmp_path: Path) -> None:
     root = write(
-        tmp_path / "p", {"svc/wf.py": "import flyte\n\nimport sibling_helper\n", "svc/sibling_helper.py": ""}
+        tmp_path / "p",
+        {
+            "svc/wf.py": "import flyte\n\nimport sibling_helper\n\nenv = flyte.TaskEnvironment(name='svc')\n",
+            "svc/sibling_helper.py": "",
+        },
     )
+    path_before = list(sys.path)
+    found = run(root, "svc/wf.py", "env")
+    assert [e.name for e in found.environments] == ["svc"]
+    assert found.sys_paths == (root, root / "svc")
+    assert "svc/sibling_helper.py" in rel(found.loaded_files, root)
+    assert sys.path == path_before  # the folder was an import root only while importing
+
+
+def test_missing_module_hints_at_root_dir(tmp_path: Path) -> None:
+    root = write(tmp_path / "p", {"svc/wf.py": "import flyte\n\nimport not_written_yet\n"})
     with pytest.raises(DiscoveryError) as caught:
         run(root, "svc/wf.py", "env")
     assert str(caught.value) == (
-        "svc/wf.py:3: ModuleNotFoundError: No module named 'sibling_helper' "
+        "svc/wf.py:3: ModuleNotFoundError: No module named 'not_written_yet' "
         f"(imports resolve from --root-dir {root})"
     )
-
 
 def test_syntax_error_has_file_and_line(tmp_path: Path) -> None:
     root = write(tmp_path / "p", {"wf.py": "import flyte\n\ndef broken(:\n    pass\n"})

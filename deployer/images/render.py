@@ -60,6 +60,8 @@ class CodeFiles:
     """POSIX paths relative to root_dir."""
     dst: str = "."
     """Destination in the image; "." is the working directory, where Flyte's runtime imports from."""
+    sys_paths: tuple[str, ...] = ()
+    """Folders under root_dir (POSIX, relative) that must be import roots too, besides the code root."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -423,7 +425,9 @@ _HANDLERS: dict[type[Layer], Callable[..., list[str]]] = {
 def _code_block(code: CodeFiles, context: BuildContext, stage: str) -> str:
     context.add_files(stage, code.root_dir, code.files)
     dst = code.dst.rstrip("/") + "/" if code.dst not in ("", ".") else "./"
-    return render("dockerfile/layers/code.j2", src=_j(stage + "/"), dst=_j(dst))
+    return render(
+        "dockerfile/layers/code.j2", src=_j(stage + "/"), dst=_j(dst), sys_paths=code.sys_paths, code_dst=dst
+    )
 
 
 def _render_dockerfile_image(
