@@ -155,9 +155,16 @@ def _head_commit(repo: git.Repo) -> git.Commit | None:
         return None
 
 
+def _load(repo: git.Repo, rev: str) -> git.Commit:
+    commit = repo.commit(rev)
+    # gitpython takes a full hex SHA on trust; reading the commit is what finds out it is missing.
+    commit.committed_date  # noqa: B018
+    return commit
+
+
 def _resolve(repo: git.Repo, rev: str) -> git.Commit:
     try:
-        return repo.commit(rev)
+        return _load(repo, rev)
     except (git.BadName, git.BadObject, ValueError) as exc:
         raise GitError(f"--sha {rev}: no such commit in {repo.working_tree_dir}") from exc
 
@@ -165,7 +172,7 @@ def _resolve(repo: git.Repo, rev: str) -> git.Commit:
 def _lookup(repo: git.Repo, sha: str) -> git.Commit | None:
     """The PR head may be absent from a shallow merge-commit checkout: that is fine."""
     try:
-        return repo.commit(sha)
+        return _load(repo, sha)
     except (git.BadName, git.BadObject, ValueError):
         return None
 
@@ -333,7 +340,10 @@ def _files_hash(top: Path, rel_paths: Iterable[str]) -> str:
         elif path.is_file():
             executable = os.access(path, os.X_OK)
             digest.update(b"x\0" if executable else b"f\0")
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+            try:
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+            except OSError as exc:
+                raise GitError(f"cannot read {rel}: {exc.strerror}", file=str(path)) from exc
         else:
             digest.update(b"deleted\0")
         digest.update(b"\n")

@@ -30,6 +30,7 @@ from deployer.models import (
     Artifacts,
     BuiltImage,
     BundleArtifact,
+    CopyStyle,
     Deployment,
     DeployRequest,
     EnvDeployment,
@@ -132,6 +133,12 @@ def run(
 
 
 def _check_request(plan: Plan, request: DeployRequest) -> None:
+    if plan.copy_style is CopyStyle.none and request.version is None:
+        # The code is already in the images: the commit this runs from does not say which code that is.
+        raise UsageError(
+            "--copy-style none ships no code, so the version cannot follow the commit: pass --version "
+            "naming the code your images hold"
+        )
     bundle_envs = [env for env in plan.environments if env.mode == "bundle"]
     if bundle_envs and (plan.bundle is None or plan.bundle.digest is None):
         raise BundleError(f"{_names(bundle_envs)}: code ships in a bundle, but no bundle is planned")
@@ -276,6 +283,7 @@ def _serialize_all(
             bundle_uri=bundle_uri if in_bundle else None,
             bundle_digest=digest if in_bundle else None,
             image_lookup=uris,
+            sys_paths=planned.graph.sys_paths or None,
         )
     return specs
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import io
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +38,12 @@ _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 TAIL_LINES = 40
 ERROR_TAIL_LINES = 5
+PUSH_ATTEMPTS = 3
+PUSH_BACKOFF_S = 1.0
+# Retrying cannot fix these: wrong credentials, no permission, a name or manifest the registry refuses.
+_PERMANENT_PUSH_ERROR = re.compile(
+    r"unauthorized|denied|authentication required|forbidden|name unknown|name invalid|manifest invalid", re.I
+)
 
 
 @dataclass(frozen=True)
@@ -123,23 +130,35 @@ class DockerBuilder:
         return image_id or str(self._client.api.inspect_image(job.reference)["Id"])
 
     def push(self, repository: str, tag: str, label: str, progress: Progress) -> None:
+        """Push `repository:tag`, retrying a failed push a bounded number of times: the engine retries
+        layer uploads itself, but not the manifest, the last and smallest request of a push. Layers
+        that already landed are skipped by the next attempt."""
         host = repository.split("/", 1)[0]
         credential = self._credentials.for_host(host)
+        auth = credential.engine_auth() if credential else None
         task = progress.add_task(f"{label}: pushing {repository}:{tag}", total=None)
+        for attempt in range(1, PUSH_ATTEMPTS + 1):
+            error = self._push_once(repository, tag, auth)
+            if error is None:
+                progress.update(task, description=f"{label}: pushed {repository}:{tag}", completed=1, total=1)
+                return
+            if attempt == PUSH_ATTEMPTS or _PERMANENT_PUSH_ERROR.search(error):
+                tried = f" (tried {attempt} times)" if attempt > 1 else ""
+                raise BuildError(f"push of {repository}:{tag} failed: {error}{tried}")
+            delay = PUSH_BACKOFF_S * 2 ** (attempt - 1)
+            progress.update(task, description=f"{label}: push failed, retrying in {delay:.0f}s: {error[:60]}")
+            time.sleep(delay)
+
+    def _push_once(self, repository: str, tag: str, auth: dict[str, str] | None) -> str | None:
+        """The engine's error message, or None when the push succeeded."""
         try:
-            stream = self._client.api.push(
-                repository,
-                tag=tag,
-                stream=True,
-                decode=True,
-                auth_config=credential.engine_auth() if credential else None,
-            )
+            stream = self._client.api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth)
             for chunk in stream:
                 if "error" in chunk:
-                    raise BuildError(f"push of {repository}:{tag} failed: {str(chunk['error']).strip()}")
+                    return str(chunk["error"]).strip()
         except docker.errors.APIError as exc:
-            raise BuildError(f"push of {repository}:{tag} failed: {exc.explanation or exc}") from exc
-        progress.update(task, description=f"{label}: pushed {repository}:{tag}", completed=1, total=1)
+            return str(exc.explanation or exc)
+        return None
 
     # ------------------------------------------------------------------------------------------ internals
 

@@ -9,8 +9,11 @@ Environments whose rendered images are identical share one build.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,7 +105,7 @@ def render_groups(plan: Plan, graph: EnvGraph, request: DeployRequest) -> list[_
             continue
         node = graph.env(planned.name)
         image = node.env.image
-        code = _code_files(plan, planned, root_dir)
+        code = _code_files(plan, planned, graph)
         rendered = render_image(
             image,
             base=_base_reference(planned, image, request),
@@ -159,13 +162,17 @@ class _Worker:
         self.labels = labels
 
     def run(self, group: _Group) -> None:
+        # Two deploys of one commit on this machine build one image once: the second waits, then finds
+        # it in the registry. Built separately, the two pushes would give two digests (the engine
+        # stamps each build with its time) and the later deploy would find its version taken.
+        with _build_lock(group.reference):
+            self._run(group)
+
+    def _run(self, group: _Group) -> None:
         identity, repo = group.rendered.identity, group.repository
         existing = self.registry.manifest_digest(repo, identity) if self.has_registry else None
         if existing is not None:
-            tags = (identity, *self._retag(group)) if self.push else (identity,)
-            group.result = self._result(group, existing, tags, built=False, pushed=self.push)
-            message = f"{group.label}: {repo}@{existing} already built; tagged {', '.join(tags)}"
-            self.progress.console.print(message, soft_wrap=True, markup=False, highlight=False)
+            self._reuse(group, existing)
             return
         built = self.builder.image_id(group.reference) is None
         if built:
@@ -179,12 +186,24 @@ class _Worker:
         if not self.push:
             group.result = self._result(group, None, (identity, *self.git_tags), built=built, pushed=False)
             return
+        # Another machine may have pushed the same build meanwhile: the first push wins.
+        existing = self.registry.manifest_digest(repo, identity)
+        if existing is not None:
+            self._reuse(group, existing)
+            return
         self.builder.push(repo, identity, group.label, self.progress)
         digest = self.registry.manifest_digest(repo, identity)
         if digest is None:
             raise BuildError(f"pushed {group.reference}, but the registry does not list it")
         tags = (identity, *self._retag(group))
         group.result = self._result(group, digest, tags, built=built, pushed=True)
+
+    def _reuse(self, group: _Group, digest: str) -> None:
+        identity = group.rendered.identity
+        tags = (identity, *self._retag(group)) if self.push else (identity,)
+        group.result = self._result(group, digest, tags, built=False, pushed=self.push)
+        message = f"{group.label}: {group.repository}@{digest} already built; tagged {', '.join(tags)}"
+        self.progress.console.print(message, soft_wrap=True, markup=False, highlight=False)
 
     def _retag(self, group: _Group) -> tuple[str, ...]:
         for tag in self.git_tags:
@@ -215,6 +234,28 @@ def _dry_run_result(group: _Group, registry: RegistryClient | None, console: Con
             (console or Console(stderr=True)).print(f"warning: {exc}", markup=False)
     tags = (group.rendered.identity,) if digest else ()
     return _Worker._result(group, digest, tags, built=False, pushed=False)
+
+
+@contextlib.contextmanager
+def _build_lock(reference: str) -> Iterator[None]:
+    """An exclusive lock on one image reference among the processes of this machine (flock: the
+    kernel releases it when a holder dies, so a crash never blocks the next deploy)."""
+    # The user's own cache, not /tmp: nobody else can plant a link where the lock file goes.
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    directory = cache / "flyte-deploy" / "build-locks"
+    name = hashlib.sha256(reference.encode()).hexdigest()[:32]
+    fd: int | None = None
+    with contextlib.suppress(OSError):  # no writable cache (a read-only home): no serializing
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    if fd is None:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _run_bounded(groups: list[_Group], fn: Callable[[_Group], None]) -> None:
@@ -276,10 +317,18 @@ def _image_name(env_name: str, image: Any) -> str:
     return name if name and name != FLYTE_DEFAULT_IMAGE_NAME else env_name
 
 
-def _code_files(plan: Plan, planned: PlannedEnv, root_dir: Path) -> CodeFiles | None:
+def _code_files(plan: Plan, planned: PlannedEnv, graph: EnvGraph) -> CodeFiles | None:
     if planned.mode != "container" or plan.bundle is None or not plan.bundle.files:
         return None
-    return CodeFiles(root_dir=root_dir, files=plan.bundle.files)
+    root_dir = Path(graph.root_dir)
+    # Import roots besides root_dir (FILE's folder, as `flyte deploy` adds it): Flyte's runtime only
+    # re-adds `_F_SYS_PATH` after downloading a bundle, so baked-in code needs them on PYTHONPATH.
+    extra = tuple(
+        Path(p).relative_to(root_dir).as_posix()
+        for p in graph.sys_paths
+        if Path(p) != root_dir and Path(p).is_relative_to(root_dir)
+    )
+    return CodeFiles(root_dir=root_dir, files=plan.bundle.files, sys_paths=extra)
 
 
 def _code_selector(graph: EnvGraph, root_dir: Path) -> Callable[[str], tuple[str, ...]]:

@@ -5,6 +5,7 @@ This module only shapes values (table cells, labels); all Markdown lives in the 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,9 @@ from deployer.templating import render
 SUMMARY_LIMIT_BYTES = 1024 * 1024
 COMMENT_LIMIT_CHARS = 65_536
 MARKER_PREFIX = "<!-- flyte-deploy:preview"
+_BACKTICKS = re.compile(r"`+")
+_CODE_SPAN = re.compile(r"(`[^`]+`)")
+_MENTION = re.compile(r"(?<![\w.])@(?=\w)")
 
 
 def comment_marker(project: str) -> str:
@@ -77,7 +81,7 @@ def _context(
         "images": _image_rows(report),
         "bundle": _bundle(report),
         "cleanup": _cleanup_lines(cleanup),
-        "warnings": [cell(w) for w in (*warnings, *(cleanup.warnings if cleanup else ()))],
+        "warnings": [prose(w) for w in (*warnings, *(cleanup.warnings if cleanup else ()))],
         "timings": [(cell(t.stage), f"{t.seconds:.1f}") for t in (report.timings if report else ())],
         "total_seconds": f"{sum(t.seconds for t in report.timings):.1f}" if report else "0.0",
     }
@@ -89,13 +93,13 @@ def _headline(run: RunInfo, report: Report | None) -> _Headline:
     failed = run.error is not None or (
         report is not None and report.deployment is not None and not dry and not report.deployment.ok
     )
-    target = f"`{report.plan.project}/{report.plan.domain}`" if report else ""
-    version = f"`{report.plan.version}`" if report else ""
+    target = code(f"{report.plan.project}/{report.plan.domain}") if report else ""
+    version = code(report.plan.version) if report else ""
     pr = f"#{run.pr}" if run.pr else "the pull request"
     headlines = {
         RunKind.preview: f"preview of {pr} {'failed' if failed else 'deployed'}",
         RunKind.release: f"release {version} {'failed' if failed else 'deployed to ' + target}",
-        RunKind.branch: f"{cell(_branch(run.ref))} {'failed' if failed else 'deployed to ' + target}",
+        RunKind.branch: f"{code(_branch(run.ref))} {'failed' if failed else 'deployed to ' + target}",
         RunKind.build_only: "built only: nothing pushed or deployed" if not failed else "build failed",
         RunKind.cleanup: f"preview of {pr} removed" if not failed else f"cleanup of {pr} failed",
         RunKind.skipped: "stopped before deploying anything" if failed else "nothing to deploy",
@@ -110,9 +114,9 @@ def _headline(run: RunInfo, report: Report | None) -> _Headline:
     return _Headline(
         icon=icon,
         headline=headline,
-        note=cell(run.note) if run.note else None,
+        note=prose(run.note) if run.note else None,
         note_kind="WARNING" if run.kind is RunKind.build_only else "NOTE",
-        error=cell(run.error) if run.error else None,
+        error=prose(run.error) if run.error else None,
         run_url=run.run_url,
     )
 
@@ -120,13 +124,13 @@ def _headline(run: RunInfo, report: Report | None) -> _Headline:
 def _facts(run: RunInfo, report: Report | None, cleanup: CleanupResult | None) -> list[tuple[str, str]]:
     facts: list[tuple[str, str]] = []
     if report is not None:
-        facts.append(("Version", f"`{cell(report.plan.version)}`"))
-        target = f"`{cell(report.plan.project)}/{cell(report.plan.domain)}`"
+        facts.append(("Version", code(report.plan.version)))
+        target = code(f"{report.plan.project}/{report.plan.domain}")
         if report.deployment is not None:
-            target += f" on {cell(report.deployment.endpoint)}"
+            target += f" on {prose(report.deployment.endpoint)}"
         facts.append(("Target", target))
     elif cleanup is not None:
-        facts.append(("Target", f"`{cell(cleanup.project)}/{cell(cleanup.domain)}`"))
+        facts.append(("Target", code(f"{cleanup.project}/{cleanup.domain}")))
     if run.sha:
         short = f"`{run.sha[:7]}`"
         facts.append(("Commit", f"[{short}]({run.commit_url})" if run.commit_url else short))
@@ -142,20 +146,20 @@ def _environment_rows(report: Report | None) -> list[dict[str, str]]:
     if report.deployment is not None:
         return [
             {
-                "name": cell(env.name),
+                "name": prose(env.name),
                 "tasks": _code_list(env.tasks),
-                "mode": cell(modes.get(env.name, "")),
+                "mode": prose(modes.get(env.name, "")),
                 "where": _where(env.image, env.bundle_uri),
-                "status": cell(f"{env.status}: {env.error}" if env.error else env.status),
+                "status": prose(f"{env.status}: {env.error}" if env.error else env.status),
             }
             for env in report.deployment.environments
         ]
     built = {image.env_name: image for image in report.artifacts.images}
     return [
         {
-            "name": cell(env.name),
+            "name": prose(env.name),
             "tasks": _code_list(env.tasks),
-            "mode": cell(env.mode),
+            "mode": prose(env.mode),
             "where": _where(built[env.name].uri if env.name in built else env.image.uri, None),
             "status": "not deployed",
         }
@@ -168,7 +172,7 @@ def _image_rows(report: Report | None) -> list[dict[str, str]]:
         return []
     return [
         {
-            "name": cell(image.env_name),
+            "name": prose(image.env_name),
             "uri": cell(image.uri),
             "tags": _code_list(image.tags),
             "build": _build_note(image),
@@ -216,7 +220,7 @@ def _cleanup_lines(cleanup: CleanupResult | None) -> list[str]:
             lines.append("No preview versions were registered in the embedded control plane.")
     else:
         lines.append(
-            f"Versions on {cell(cleanup.control_plane)} are kept: Flyte's task service has no delete."
+            f"Versions on {prose(cleanup.control_plane)} are kept: Flyte's task service has no delete."
         )
     if cleanup.deactivated_deployments:
         lines.append(f"{len(cleanup.deactivated_deployments)} GitHub deployment(s) marked inactive.")
@@ -228,12 +232,12 @@ def _updated_for(run: RunInfo) -> str:
 
 
 def _where(image: str | None, bundle_uri: str | None) -> str:
-    parts = [f"`{cell(p)}`" for p in (bundle_uri, image) if p]
+    parts = [code(p) for p in (bundle_uri, image) if p]
     return " in ".join(parts) if parts else "—"
 
 
 def _code_list(values: tuple[str, ...] | list[str]) -> str:
-    return ", ".join(f"`{cell(v)}`" for v in values) if values else "—"
+    return ", ".join(code(v) for v in values) if values else "—"
 
 
 def _branch(ref: str | None) -> str:
@@ -253,6 +257,29 @@ def cell(value: object) -> str:
     """A value made safe inside a Markdown table cell (and on one line)."""
     # GitHub applies `\|` even inside code spans in tables, so this is the only escape needed.
     return str(value).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def code(value: object) -> str:
+    """`value` as one Markdown code span, whatever backticks it holds (HTML and Markdown are inert
+    inside a code span: only a backtick could end it early)."""
+    text = cell(value)
+    fence = "`" * (max((len(run) for run in _BACKTICKS.findall(text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def prose(value: object) -> str:
+    """Text that may come from users (branch names, error messages, file paths) made inert in
+    Markdown: outside its code spans, no HTML (a stray `<!--` would hide the rest of the page), no
+    links or images, no @-mentions; on one line."""
+    parts = _CODE_SPAN.split(cell(value))
+    return "".join(part if index % 2 else _escape(part) for index, part in enumerate(parts))
+
+
+def _escape(text: str) -> str:
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("[", "\\[").replace("]", "\\]")
+    return _MENTION.sub("&#64;", text)
 
 
 def _clip(text: str, limit_bytes: int) -> str:

@@ -95,7 +95,24 @@ def _download_bundle(uri: str, dest: Path, state_dir: Path) -> Path:
     storage.download(uri, local)
     if not local.is_file():
         raise RunError(f"the task's code bundle {uri} was not downloaded to {local}")
+    _check_members(local, dest)
     return local
+
+
+def _check_members(archive: Path, scratch_parent: Path) -> None:
+    """Flyte's runtime unpacks a bundle with `tar`, which writes absolute and escaping links as it
+    finds them. Whoever could register a task could point it at any archive: unpack it once with our
+    extraction first, which refuses `..`, absolute paths, escaping links and devices, naming the member."""
+    import shutil
+    import tempfile
+
+    from deployer.bundle import extract_bundle
+
+    scratch = Path(tempfile.mkdtemp(dir=scratch_parent, prefix=".check-"))
+    try:
+        extract_bundle(archive, scratch / "code")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _collect_outputs(spec: TaskSpec, name: str, action: actions.ActionDir, exit_code: int) -> dict[str, Any]:
