@@ -197,7 +197,6 @@ class _ImportScope:
             )
         return module
 
-
     def _add_folder(self, folder: Path) -> None:
         """`flyte deploy FILE` appends FILE's folder to sys.path, so its sibling modules import; the
         runtime re-adds the same folder (relative to the code root) from `_F_SYS_PATH`."""

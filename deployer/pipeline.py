@@ -216,8 +216,10 @@ def _build_images(planned: PlanResult, request: DeployRequest) -> tuple[BuiltIma
 
 def _planned_images(plan: Plan) -> dict[str, str]:
     """Images for validation: the known URI, or a placeholder for one still to build."""
-    return {env.name: env.image.uri or f"flyte-deploy.invalid/pending/{env.name}:{env.image.spec_id}"
-            for env in plan.environments}
+    return {
+        env.name: env.image.uri or f"flyte-deploy.invalid/pending/{env.name}:{env.image.spec_id}"
+        for env in plan.environments
+    }
 
 
 def _image_uris(plan: Plan, images: Sequence[BuiltImage], *, pending_ok: bool) -> dict[str, str]:

@@ -20,14 +20,14 @@ from tests.fixtures.stack import registry_manifest_digest
 pytestmark = pytest.mark.stack
 
 # Appended to the example in the test's own copy: which interpreter ran the task.
-INTERPRETER_TASK = '''
+INTERPRETER_TASK = """
 
 @analysis.task
 async def interpreter() -> str:
     import sys
 
     return sys.executable
-'''
+"""
 
 
 def envs_by_name(result: CliResult) -> dict[str, dict[str, Any]]:
@@ -86,9 +86,7 @@ def test_container_mode_deploy_run_in_image_and_redeploy(
     assert {i["digest"] for i in second.json["artifacts"]["images"]} == {i["digest"] for i in images.values()}
 
 
-def test_hybrid_project_deploys_and_runs_in_both_modes(
-    project_repo, flyte_deploy, stack_deploy_args
-) -> None:
+def test_hybrid_project_deploys_and_runs_in_both_modes(project_repo, flyte_deploy, stack_deploy_args) -> None:
     repo = project_repo("hybrid")
     result = flyte_deploy("deploy", "--all", "workflows.py", *stack_deploy_args, "--json", cwd=repo.path)
     assert result.code == 0, result.stderr
@@ -108,9 +106,10 @@ def test_hybrid_project_deploys_and_runs_in_both_modes(
     no_engine = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
     refused = flyte_deploy("run", "prod.prod_greet", "--input", "name=ada", cwd=repo.path, env=no_engine)
     assert refused.code != 0
-    assert refused.error_line.startswith(
-        "error: the task was deployed in container mode (code in image "
-    ) and "needs a Docker engine" in refused.error_line
+    assert (
+        refused.error_line.startswith("error: the task was deployed in container mode (code in image ")
+        and "needs a Docker engine" in refused.error_line
+    )
     dev = flyte_deploy("run", "dev.dev_greet", "--input", "name=ada", "--json", cwd=repo.path, env=no_engine)
     assert dev.code == 0, dev.stderr
     assert dev.json["outputs"] == {"o0": "hello ada (dev)"} and dev.json["mode"] == "bundle"

@@ -256,6 +256,7 @@ def test_missing_module_hints_at_root_dir(tmp_path: Path) -> None:
         f"(imports resolve from --root-dir {root})"
     )
 
+
 def test_syntax_error_has_file_and_line(tmp_path: Path) -> None:
     root = write(tmp_path / "p", {"wf.py": "import flyte\n\ndef broken(:\n    pass\n"})
     with pytest.raises(DiscoveryError) as caught:

@@ -272,4 +272,3 @@ def test_conflict_raises_before_registering(project_repo) -> None:
     # The bundle changed, so every task differs; the first one in deploy order is named.
     with pytest.raises(VersionConflict, match=r"task prep\.load version v7 already exists"):
         run(request)
-

@@ -155,8 +155,15 @@ def deployed_flat(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["flat.average", "--version", "v9"], "error: task flat.average version v9 is not deployed"),
     ],
     ids=[
-        "bad-json", "wrong-type", "wrong-item", "missing", "unknown",
-        "no-equals", "no-env", "no-task", "no-version",
+        "bad-json",
+        "wrong-type",
+        "wrong-item",
+        "missing",
+        "unknown",
+        "no-equals",
+        "no-env",
+        "no-task",
+        "no-version",
     ],
 )
 def test_bad_run_input_is_one_clear_line(args: list[str], message: str, deployed_flat: Path) -> None:

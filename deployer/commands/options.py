@@ -56,9 +56,7 @@ ShaOpt = Annotated[str | None, typer.Option("--sha", help="Commit to read instea
 ProjectOpt = Annotated[
     str, typer.Option("--project", "-p", envvar="FLYTE_DEPLOY_PROJECT", help="Flyte project.")
 ]
-DomainOpt = Annotated[
-    str, typer.Option("--domain", "-d", envvar="FLYTE_DEPLOY_DOMAIN", help="Flyte domain.")
-]
+DomainOpt = Annotated[str, typer.Option("--domain", "-d", envvar="FLYTE_DEPLOY_DOMAIN", help="Flyte domain.")]
 OrgOpt = Annotated[str, typer.Option("--org", envvar="FLYTE_DEPLOY_ORG", help="Flyte organization.")]
 RegistryOpt = Annotated[
     str | None,
@@ -92,8 +90,12 @@ EndpointOpt = Annotated[
 InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Plain HTTP to the control plane.")]
 ApiKeyOpt = Annotated[
     str | None,
-    typer.Option("--api-key", envvar="FLYTE_DEPLOY_API_KEY", help="Bearer token for the control plane.",
-                 show_default=False),
+    typer.Option(
+        "--api-key",
+        envvar="FLYTE_DEPLOY_API_KEY",
+        help="Bearer token for the control plane.",
+        show_default=False,
+    ),
 ]
 StorageOpt = Annotated[
     str | None,

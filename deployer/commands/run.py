@@ -51,8 +51,10 @@ def command(
     raw_inputs = parse_input_flags(inputs or [])
     state = (state_dir or (root_dir or Path.cwd()) / ".flyte-deploy").resolve()
     if endpoint is None and not state.is_dir():
-        raise RunError(f"nothing is deployed in {state} (no embedded control plane state): deploy first, "
-                       "or pass --state-dir/--endpoint")
+        raise RunError(
+            f"nothing is deployed in {state} (no embedded control plane state): deploy first, "
+            "or pass --state-dir/--endpoint"
+        )
     spec, found_version = fetch_spec(
         task,
         version=version,
