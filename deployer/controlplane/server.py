@@ -62,7 +62,8 @@ class ControlPlaneServer:
         return f"http://{host}:{self.port}"
 
     def serve_forever(self) -> None:
-        self._server.serve_forever(poll_interval=0.1)
+        # shutdown() waits for the next poll: a short one keeps a one-shot CLI deploy from idling at exit.
+        self._server.serve_forever(poll_interval=0.02)
 
     def start(self) -> None:
         """Serve from a background thread."""
