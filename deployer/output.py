@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from deployer.models import EnvDeployment, Report
-from deployer.runner import TaskRun
+
+if TYPE_CHECKING:
+    from deployer.runner import TaskRun
 
 
 def progress(message: str) -> None:

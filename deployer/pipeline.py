@@ -194,6 +194,13 @@ def _upload_bundle(
 
     if plan.bundle is None:
         raise BundleError("no bundle was planned")
+    digest, size = plan.bundle.digest, plan.bundle.size
+    if digest is not None and size is not None and storage.holds(digest, size):
+        # The plan already hashed these exact bytes: a stored copy needs no second compression.
+        stored = _planned_bundle(plan, storage.uri_for(digest))
+        if stored is not None:
+            progress(f"bundle: reused {stored.uri} ({size} bytes, {len(plan.bundle.files)} files)")
+            return stored.model_copy(update={"reused": True})
     state_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=state_dir, prefix="bundle-") as out_dir:
         artifact = build_bundle(Path(root_dir), plan.bundle.files, Path(out_dir))

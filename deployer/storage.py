@@ -113,10 +113,15 @@ class Storage(ABC):
     def exists(self, digest: str) -> bool:
         return self._stored_size(digest) is not None
 
+    def holds(self, digest: str, size: int) -> bool:
+        """A complete copy of this bundle is stored (its key names the digest; the size rules out a
+        partial object)."""
+        return self._stored_size(digest) == size
+
     def upload(self, artifact: BundleArtifact) -> BundleArtifact:
         """Store the bundle unless an object with its digest (and size) is there already."""
         uri = self.uri_for(artifact.digest)
-        if self._stored_size(artifact.digest) == artifact.size:
+        if self.holds(artifact.digest, artifact.size):
             return artifact.model_copy(update={"uri": uri, "reused": True})
         try:
             actual = artifact.path.stat().st_size

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from deployer import output
 from deployer.commands import options as o
 from deployer.errors import ControlPlaneError
 from deployer.models import CopyStyle, Mode
-from deployer.pipeline import run
 
 
 def command(
@@ -63,6 +61,9 @@ def command(
         storage=storage,
         state_dir=state_dir,
     )
+    from deployer import output
+    from deployer.pipeline import run
+
     outcome = run(request, progress=output.progress)
     report = outcome.report
     for warning in report.plan.warnings:

@@ -11,7 +11,6 @@ from rich.table import Table
 
 from deployer.commands import options as o
 from deployer.models import CopyStyle, Mode, Plan
-from deployer.plan import plan_request
 
 
 def command(
@@ -50,6 +49,8 @@ def command(
         images=image,
         base_image_mirrors=base_image_mirror,
     )
+    from deployer.plan import plan_request
+
     plan = plan_request(request).plan
     for warning in plan.warnings:
         typer.echo(f"warning: {warning}", err=True)

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from deployer import output
 from deployer.commands import options as o
 from deployer.errors import RunError, UsageError
 
@@ -42,6 +41,7 @@ def command(
     """Run a deployed task: in its image with Docker (container mode), or in a local virtualenv
     with its code bundle (bundle mode). Prints its outputs. Leaf tasks only: a task that calls
     other tasks needs a full Flyte backend."""
+    from deployer import output
     from deployer.runner import fetch_spec, run_task
     from deployer.runner.io import parse_input_flags
 

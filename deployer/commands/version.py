@@ -9,8 +9,6 @@ import typer
 
 from deployer.commands import options as o
 from deployer.errors import UsageError
-from deployer.gitctx import read_git_context
-from deployer.versioning import version_info
 
 
 def command(
@@ -23,6 +21,9 @@ def command(
     root = root_dir or Path.cwd()
     if not root.is_dir():
         raise UsageError(f"--root-dir {root}: not a directory")
+    from deployer.gitctx import read_git_context
+    from deployer.versioning import version_info
+
     info = version_info(read_git_context(root, sha=sha), override=version)
     for warning in info.warnings:
         typer.echo(f"warning: {warning}", err=True)
