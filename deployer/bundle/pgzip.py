@@ -19,7 +19,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 BLOCK_SIZE = 1 << 20
 WINDOW = 1 << 15
-DEFAULT_LEVEL = 6
+# Level 4 still uses zlib's lazy matching: on a 10k-file / 105 MB project tree it compressed in 47 % of
+# level 6's time for a 3.7 % larger bundle (bench/). Bundles are written on every deploy and read once.
+DEFAULT_LEVEL = 4
 # Magic, deflate, no flags, mtime 0, no extra flags, OS "unknown": the same on every machine.
 HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 

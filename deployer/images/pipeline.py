@@ -291,7 +291,7 @@ def _base_reference(planned: PlannedEnv, image: Any, request: DeployRequest) -> 
     image's own base (or the as-is URI of a string / `auto` image)."""
     import flyte
 
-    from deployer.images.spec import DEFAULT_REF, parse_image_map
+    from deployer.images.spec import mapped_uri, parse_image_map
 
     if planned.image.base:
         return planned.image.base
@@ -299,17 +299,7 @@ def _base_reference(planned: PlannedEnv, image: Any, request: DeployRequest) -> 
         return planned.image.uri
     if image._ref_name is None:
         return image.base_image
-    image_map = parse_image_map(request.images)
-    if image._ref_name == DEFAULT_REF and image_map.default:
-        return image_map.default
-    uri = image_map.named.get(image._ref_name)
-    if uri is None:
-        known = ", ".join(image_map.named) or "none"
-        raise UsageError(
-            f"environment {planned.name!r} uses Image.from_ref_name({image._ref_name!r}) but no "
-            f"--image {image._ref_name}=URI was given (mapped names: {known})"
-        )
-    return uri
+    return mapped_uri(planned.name, image._ref_name, parse_image_map(request.images))
 
 
 def _image_name(env_name: str, image: Any) -> str:

@@ -122,7 +122,7 @@ def image_spec(env: Any, image_map: ImageMap) -> ImageSpec:
     ref_name = image._ref_name
     base = image.base_image
     if ref_name is not None:
-        base = _mapped(env.name, ref_name, image_map)
+        base = mapped_uri(env.name, ref_name, image_map)
         if not image._layers:
             return _as_is(base, ref_name=ref_name, external=True)
     elif not image._is_cloned and base and not image.dockerfile:
@@ -132,7 +132,8 @@ def image_spec(env: Any, image_map: ImageMap) -> ImageSpec:
     return ImageSpec(ref_name=ref_name, spec_id=_digest(description), needs_build=True, base=base)
 
 
-def _mapped(env_name: str, ref_name: str, image_map: ImageMap) -> str:
+def mapped_uri(env_name: str, ref_name: str, image_map: ImageMap) -> str:
+    """The URI `--image` maps `Image.from_ref_name(ref_name)` to; an unmapped name is a PlanError."""
     if ref_name == DEFAULT_REF and image_map.default:
         return image_map.default
     uri = image_map.named.get(ref_name)
