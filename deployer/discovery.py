@@ -3,7 +3,7 @@ does: `FILE VAR`, `--all FILE`, `--recursive DIR`, with `--root-dir` as the impo
 
 Each file is imported under its dotted path relative to root_dir (the name the task resolver uses in
 the container), with root_dir first on `sys.path` and `flyte.current_domain()`/`current_project()`
-answering from the request. The user modules of one discovery are evicted from `sys.modules` at the
+answering from the selection. The user modules of one discovery are evicted from `sys.modules` at the
 start of the next, and the environments it created are taken out of flyte's global registry, so
 discovering twice in one process gives the same answer.
 """
@@ -26,7 +26,17 @@ from flyte._initialize import _InitConfig, init_config_context
 
 from deployer.bundle.ignore import IgnoreRules
 from deployer.errors import DiscoveryError, UsageError
-from deployer.models import DeployRequest, DiscoveredEnv, Discovery
+from deployer.models import DiscoveredEnv, Discovery, Model
+from deployer.request import Selection
+
+
+class FlyteScope(Model):
+    """The project, domain and org user code sees while it is imported."""
+
+    project: str = "flytesnacks"
+    domain: str = "development"
+    org: str = ""
+
 
 _LOCK = threading.RLock()
 # Module names the previous discovery imported from the project under its root_dir.
@@ -34,23 +44,24 @@ _OWNED: set[str] = set()
 _FLYTE_DIR = Path(flyte.__file__).resolve().parent
 
 
-def discover(request: DeployRequest) -> Discovery:
-    """Import what the request names and return the selected environments and the loaded files."""
-    root_dir = Path(request.root_dir).resolve()
-    if not root_dir.is_dir():
-        raise UsageError(f"--root-dir {request.root_dir}: not a directory")
-    target = _target(request, root_dir)
-    files = _files_to_import(target, request, root_dir)
+def discover(selection: Selection, root_dir: Path, flyte_scope: FlyteScope | None = None) -> Discovery:
+    """Import what `selection` names under `root_dir` and return the selected environments and the
+    loaded files. `flyte_scope`: what `flyte.current_project()` / `current_domain()` answer meanwhile."""
+    if not Path(root_dir).is_dir():
+        raise UsageError(f"--root-dir {root_dir}: not a directory")
+    root_dir = Path(root_dir).resolve()
+    target = _target(selection, root_dir)
+    files = _files_to_import(target, selection, root_dir)
     with _LOCK:
-        scope = _ImportScope(root_dir, request)
+        scope = _ImportScope(root_dir, selection, flyte_scope or FlyteScope())
         with scope:
             modules = {path: scope.import_file(path) for path in files}
     bindings = _bindings(scope.user_modules)
     known = [_discovered(e, bindings, target) for e in scope.environments]
-    if request.env_var:
-        env = _select_var(target, modules[target], request.env_var, root_dir)
-        selected = [_discovered(env, bindings, target, var=request.env_var)]
-    elif target.is_file() and not (request.all_envs or request.recursive):
+    if selection.env_var:
+        env = _select_var(target, modules[target], selection.env_var, root_dir)
+        selected = [_discovered(env, bindings, target, var=selection.env_var)]
+    elif target.is_file() and not (selection.all_envs or selection.recursive):
         raise UsageError(
             f"{_show(target, root_dir)}: name the environment to deploy (FILE VAR) or pass --all; "
             f"TaskEnvironment variables in it: {_listing(modules[target])}"
@@ -67,7 +78,7 @@ def discover(request: DeployRequest) -> Discovery:
     skipped = [
         f"skipped {type(d.env).__name__} {d.name!r} ({_show(d.file, root_dir)}): only TaskEnvironments deploy"
         for d in known
-        if not isinstance(d.env, flyte.TaskEnvironment) and not request.env_var
+        if not isinstance(d.env, flyte.TaskEnvironment) and not selection.env_var
     ]
     return Discovery(
         root_dir=root_dir,
@@ -79,31 +90,31 @@ def discover(request: DeployRequest) -> Discovery:
     )
 
 
-def _target(request: DeployRequest, root_dir: Path) -> Path:
-    if request.path is None:
+def _target(selection: Selection, root_dir: Path) -> Path:
+    if selection.path is None:
         raise UsageError("nothing to discover: give FILE VAR, --all FILE or --recursive DIR")
-    path = Path(request.path)
+    path = Path(selection.path)
     if not path.exists():
-        raise DiscoveryError(f"{request.path}: no such file or directory", file=str(request.path))
+        raise DiscoveryError(f"{selection.path}: no such file or directory", file=str(selection.path))
     path = path.resolve()
     if not path.is_relative_to(root_dir):
         raise UsageError(
-            f"{request.path} is not inside --root-dir {root_dir}: "
+            f"{selection.path} is not inside --root-dir {root_dir}: "
             "pass the project's import root as --root-dir"
         )
-    if request.env_var and (request.all_envs or request.recursive):
-        raise UsageError(f"VAR {request.env_var!r} cannot be combined with --all or --recursive")
-    if path.is_dir() and not (request.recursive or request.all_envs):
-        raise UsageError(f"{request.path} is a directory: use --recursive DIR (or --all DIR)")
+    if selection.env_var and (selection.all_envs or selection.recursive):
+        raise UsageError(f"VAR {selection.env_var!r} cannot be combined with --all or --recursive")
+    if path.is_dir() and not (selection.recursive or selection.all_envs):
+        raise UsageError(f"{selection.path} is a directory: use --recursive DIR (or --all DIR)")
     if path.is_file() and path.suffix != ".py":
-        raise UsageError(f"{request.path}: not a Python file")
+        raise UsageError(f"{selection.path}: not a Python file")
     return path
 
 
-def _files_to_import(target: Path, request: DeployRequest, root_dir: Path) -> list[Path]:
+def _files_to_import(target: Path, selection: Selection, root_dir: Path) -> list[Path]:
     if target.is_file():
         return [target]
-    files = list(_walk_python_files(target, root_dir)) if request.recursive else sorted(target.glob("*.py"))
+    files = list(_walk_python_files(target, root_dir)) if selection.recursive else sorted(target.glob("*.py"))
     # Like flyte: packages are imported through their modules, never as stand-alone files.
     files = [f for f in files if f.name != "__init__.py"]
     if not files:
@@ -132,9 +143,10 @@ def _walk_python_files(top: Path, root_dir: Path) -> Iterator[Path]:
 class _ImportScope:
     """sys.path, sys.modules, flyte's config and environment registry around one discovery."""
 
-    def __init__(self, root_dir: Path, request: DeployRequest) -> None:
+    def __init__(self, root_dir: Path, selection: Selection, flyte_scope: FlyteScope) -> None:
         self.root_dir = root_dir
-        self.request = request
+        self.selection = selection
+        self.flyte_scope = flyte_scope
         self.environments: list[flyte.Environment] = []
         self.user_modules: dict[str, ModuleType] = {}
         self.loaded_files: tuple[Path, ...] = ()
@@ -151,9 +163,9 @@ class _ImportScope:
         self._registry_len = len(_ENVIRONMENT_REGISTRY)
         config = _InitConfig(
             root_dir=self.root_dir,
-            project=self.request.project,
-            domain=self.request.domain,
-            org=self.request.org or None,
+            project=self.flyte_scope.project,
+            domain=self.flyte_scope.domain,
+            org=self.flyte_scope.org or None,
         )
         self._config = init_config_context(config)
         self._config.__enter__()
@@ -175,7 +187,7 @@ class _ImportScope:
 
     def import_file(self, path: Path) -> ModuleType:
         name = _module_name(path, self.root_dir)
-        if not self.request.recursive:
+        if not self.selection.recursive:
             self._add_folder(path.parent)
         try:
             module = importlib.import_module(name)

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Model(BaseModel):
@@ -37,47 +37,6 @@ class Mode(enum.StrEnum):
 
 
 DeployMode = Literal["container", "bundle"]
-
-
-class DeployRequest(Model):
-    """Everything one run of the deployer needs. The CLI's flags and the action's inputs both
-    become exactly this, and the same pipeline function takes it."""
-
-    path: Path | None = None
-    """FILE (with `env_var` or `all_envs`) or DIR (with `recursive`)."""
-    env_var: str | None = None
-    """Name of the module-level variable bound to the environment to deploy."""
-    all_envs: bool = False
-    """Every environment created while importing `path`."""
-    recursive: bool = False
-    """Import every .py under `path` (git-ignored paths skipped)."""
-    root_dir: Path = Field(default_factory=Path.cwd)
-    """Import root and bundle root (Flyte's --root-dir)."""
-    copy_style: CopyStyle = CopyStyle.loaded_modules
-    mode: Mode = Mode.auto
-    version: str | None = None
-    """Explicit version; otherwise derived from git (tag, SHA, dirty content)."""
-    sha: str | None = None
-    """Commit to read instead of HEAD."""
-    project: str = "flytesnacks"
-    domain: str = "development"
-    org: str = ""
-    registry: str | None = None
-    """Where built images are pushed, e.g. `ghcr.io/acme`."""
-    images: tuple[str, ...] = ()
-    """Raw `--image` values: `NAME=URI` or a bare `URI` (the default image)."""
-    base_image_mirrors: tuple[str, ...] = ()
-    """Raw `FROM=TO` rewrites of base image references."""
-    push: bool = True
-    dry_run: bool = False
-    endpoint: str | None = None
-    """Flyte control plane; None means the embedded one."""
-    insecure: bool = False
-    api_key: SecretStr | None = None
-    storage: str | None = None
-    """`file://DIR` or `s3://bucket/prefix`; None means file storage under the state dir."""
-    state_dir: Path | None = None
-    """Embedded control plane and file storage state; default `<root_dir>/.flyte-deploy`."""
 
 
 class DiscoveredEnv(Model):
@@ -252,10 +211,13 @@ class Artifacts(Model):
     images: tuple[BuiltImage, ...] = ()
 
 
+EnvStatus = Literal["registered", "unchanged", "failed", "skipped"]
+
+
 class EnvDeployment(Model):
     name: str
     tasks: tuple[str, ...]
-    status: Literal["registered", "unchanged", "failed", "skipped"]
+    status: EnvStatus
     image: str | None = None
     bundle_uri: str | None = None
     error: str | None = None

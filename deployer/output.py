@@ -1,27 +1,82 @@
-"""Human vs JSON output, chosen in one place.
+"""Everything the CLI shows, in one place: results on stdout (a table for people, one JSON document with
+`--json`), progress and warnings on stderr, so `--json` output stays machine-readable.
 
-Results go to stdout (a rich table for people, one JSON document with `--json`); progress and
-warnings go to stderr so `--json` output stays machine-readable.
+Every `--json` document is an object that starts with `schema_version` and `kind`; the rest of its keys
+are the result's own. A change that removes or renames a key bumps `SCHEMA_VERSION`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shlex
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from deployer.models import EnvDeployment, Report
+from deployer.models import BuiltImage, BundleArtifact, EnvDeployment, Plan, Report, VersionInfo
+from deployer.progress import Advance
 
 if TYPE_CHECKING:
+    from deployer.report.models import CleanupResult
     from deployer.runner import TaskRun
 
+SCHEMA_VERSION = 1
 
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+SpecsByEnv = Mapping[str, Sequence[dict[str, Any]]]
+
+
+# ---------------------------------------------------------------------------------------------- progress
+
+
+class ConsoleProgress:
+    """`Progress` on stderr: plain lines, and rich bars for long transfers when stderr is a terminal
+    (or `show_bars`)."""
+
+    def __init__(self, *, show_bars: bool | None = None) -> None:
+        self._console = Console(stderr=True, highlight=False, soft_wrap=True)
+        self._bars = self._console.is_terminal if show_bars is None else show_bars
+
+    def info(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    def warning(self, message: str) -> None:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def group(self, title: str) -> Iterator[None]:
+        yield
+
+    @contextlib.contextmanager
+    def bar(self, label: str, total: int | None) -> Iterator[Advance]:
+        if not self._bars:
+            yield lambda _n: None
+            return
+        from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TransferSpeedColumn
+
+        columns = (
+            (label, BarColumn(), DownloadColumn(), TransferSpeedColumn())
+            if total is not None
+            else (SpinnerColumn(), label)
+        )
+        # On a terminal the bar disappears when done; in a CI log its final state stays as a record.
+        with Progress(*columns, console=self._console, transient=self._console.is_terminal) as bars:
+            task = bars.add_task(label, total=total)
+            yield lambda n: bars.advance(task, n)
+
+
+# ---------------------------------------------------------------------------------------------- JSON
+
+
+def emit_json(kind: str, payload: BaseModel | Mapping[str, Any]) -> None:
+    """One `--json` document: `{"schema_version": 1, "kind": KIND, ...payload}`."""
+    body = json.loads(payload.model_dump_json()) if isinstance(payload, BaseModel) else dict(payload)
+    print(json.dumps({"schema_version": SCHEMA_VERSION, "kind": kind, **body}, indent=2))
 
 
 def _console() -> Console:
@@ -29,7 +84,109 @@ def _console() -> Console:
     return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200, soft_wrap=False)
 
 
-SpecsByEnv = Mapping[str, Sequence[dict[str, Any]]]
+# ---------------------------------------------------------------------------------------------- results
+
+
+def emit_plan(plan: Plan, *, as_json: bool) -> None:
+    if as_json:
+        emit_json("plan", plan)
+        return
+    console = _console()
+    git = plan.git
+    where = f"sha {git.sha[:12]}" if git.sha else "no git commit"
+    if git.pr is not None:
+        where += f" · PR #{git.pr}"
+    if git.dirty:
+        where += " · dirty"
+    release = " · release" if plan.release else ""
+    title = f"{plan.project}/{plan.domain} · version {plan.version} · {where}{release}"
+    table = Table(title=title, title_justify="left")
+    for column in ("#", "environment", "depends on", "tasks", "image", "mode"):
+        table.add_column(column, overflow="fold")
+    for index, env in enumerate(plan.environments, start=1):
+        if env.image.uri:
+            image = env.image.uri
+        elif env.image.base:
+            image = f"build on {env.image.base}"
+        else:
+            image = f"build {env.image.spec_id[:12]}"
+        table.add_row(
+            str(index),
+            env.name,
+            ", ".join(env.depends_on) or "-",
+            "\n".join(env.tasks) or "-",
+            image,
+            f"{env.mode}: {env.mode_reason}",
+        )
+    console.print(table)
+    if plan.bundle is None:
+        console.print("bundle: none (--copy-style none)", highlight=False)
+    else:
+        digest = (plan.bundle.digest or "")[:12]
+        count = len(plan.bundle.files)
+        console.print(
+            f"bundle: {plan.bundle.copy_style.value}, {count} file{'s' * (count != 1)}, sha256 {digest}",
+            highlight=False,
+        )
+    console.print(f"image tags: {', '.join(plan.image_tags)}", highlight=False)
+
+
+def emit_version(info: VersionInfo, *, as_json: bool) -> None:
+    if as_json:
+        emit_json("version", info)
+        return
+    print(info.version)
+    print(f"image tags: {', '.join(info.image_tags)}")
+    flags = [name for name, on in (("release", info.release), ("dirty", info.dirty)) if on]
+    if info.pr is not None:
+        flags.append(f"PR #{info.pr}")
+    if flags:
+        print(", ".join(flags))
+
+
+def emit_bundle(artifact: BundleArtifact, *, copy_style: str, root_dir: Path, as_json: bool) -> None:
+    if as_json:
+        emit_json(
+            "bundle",
+            {
+                "digest": artifact.digest,
+                "size": artifact.size,
+                "files": list(artifact.files),
+                "copy_style": copy_style,
+                "root_dir": str(root_dir),
+                "path": str(artifact.path.resolve()),
+            },
+        )
+        return
+    count = len(artifact.files)
+    print(f"{artifact.path}")
+    print(
+        f"sha256 {artifact.digest} · {artifact.size} bytes · {count} file{'s' * (count != 1)} "
+        f"· copy style {copy_style} · root {root_dir}"
+    )
+
+
+def emit_images(images: Sequence[BuiltImage], *, dry_run: bool, as_json: bool) -> None:
+    if as_json:
+        emit_json("images", {"images": [{**i.model_dump(mode="json"), "uri": i.uri} for i in images]})
+        return
+    if not images:
+        print("no environment needs an image build", file=sys.stderr)
+        return
+    table = Table(title="images" + (" · dry run" if dry_run else ""), title_justify="left")
+    for column in ("environment", "image", "tags", "status"):
+        table.add_column(column, overflow="fold")
+    for image in images:
+        table.add_row(image.env_name, image.uri, ", ".join(image.tags) or "-", _image_status(image, dry_run))
+    _console().print(table)
+
+
+def emit_image_map(mapping: Mapping[str, str], *, as_args: bool) -> None:
+    """`images --format args|json`: input for `flyte deploy`, so plain, without the envelope."""
+    if as_args:
+        print(" ".join(f"--image {shlex.quote(f'{name}={uri}')}" for name, uri in mapping.items()))
+    else:
+        print(json.dumps(dict(mapping), indent=2))
 
 
 def emit_report(report: Report, *, as_json: bool, specs: SpecsByEnv | None = None) -> None:
@@ -39,7 +196,7 @@ def emit_report(report: Report, *, as_json: bool, specs: SpecsByEnv | None = Non
         document = json.loads(report.model_dump_json())
         if specs is not None:
             document["task_specs"] = {env: list(items) for env, items in specs.items()}
-        print(json.dumps(document, indent=2))
+        emit_json("deploy", document)
         return
     if report.deployment is not None and report.deployment.dry_run:
         _emit_dry_run(report, specs or {})
@@ -63,10 +220,40 @@ def emit_report(report: Report, *, as_json: bool, specs: SpecsByEnv | None = Non
     _emit_timings(console, report)
 
 
-def _emit_dry_run(report: Report, specs: SpecsByEnv) -> None:
-    from deployer.commands.plan import print_plan
+def emit_cleanup(result: CleanupResult, *, as_json: bool) -> None:
+    if as_json:
+        emit_json("preview-cleanup", result)
+        return
+    lines = [
+        *(f"deleted {t}" for t in result.removed_tags),
+        *(f"already gone {t}" for t in result.missing_tags),
+        f"{result.removed_tasks} task version(s) removed from the {result.control_plane} control plane"
+        if result.control_plane == "embedded"
+        else f"versions on {result.control_plane} kept (Flyte has no delete)",
+    ]
+    for line in lines:
+        print(line)
 
-    print_plan(report.plan)
+
+def emit_task_run(run: TaskRun, *, as_json: bool) -> None:
+    """A task's outputs: the bare value for a single output, `name = value` lines otherwise."""
+    if as_json:
+        emit_json("run", run)
+        return
+    where = f"in {run.image}" if run.mode == "container" else "in a local virtualenv"
+    print(f"ran {run.task}@{run.version} ({run.mode} mode, {where}) in {run.seconds:.1f}s", file=sys.stderr)
+    if len(run.outputs) == 1:
+        print(_plain(next(iter(run.outputs.values()))))
+        return
+    for name, value in run.outputs.items():
+        print(f"{name} = {json.dumps(value)}")
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+
+
+def _emit_dry_run(report: Report, specs: SpecsByEnv) -> None:
+    emit_plan(report.plan, as_json=False)
     console = _console()
     for env_name, items in specs.items():
         for spec in items:
@@ -97,18 +284,14 @@ def _status(env: EnvDeployment) -> str:
     return env.status
 
 
-def emit_task_run(run: TaskRun, *, as_json: bool) -> None:
-    """A task's outputs: the bare value for a single output, `name = value` lines otherwise."""
-    if as_json:
-        print(run.model_dump_json(indent=2))
-        return
-    where = f"in {run.image}" if run.mode == "container" else "in a local virtualenv"
-    progress(f"ran {run.task}@{run.version} ({run.mode} mode, {where}) in {run.seconds:.1f}s")
-    if len(run.outputs) == 1:
-        print(_plain(next(iter(run.outputs.values()))))
-        return
-    for name, value in run.outputs.items():
-        print(f"{name} = {json.dumps(value)}")
+def _image_status(image: BuiltImage, dry_run: bool) -> str:
+    if dry_run:
+        return "exists" if image.digest else "would build"
+    if image.built:
+        return "built, pushed" if image.pushed else "built (not pushed)"
+    if image.pushed:
+        return "reused, tagged"
+    return "exists in registry" if image.digest else "reused local image"
 
 
 def _plain(value: Any) -> str:

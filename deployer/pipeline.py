@@ -1,14 +1,21 @@
 """The whole deploy, in one straight line: plan → bundle → images → specs → register → Report.
 
-Everything that can be refused is checked before anything is built, uploaded or registered:
-planning errors, the serialization of every task (with the images it will get, or a placeholder
-for images still to build), a reachable control plane, and (once images exist) version conflicts
-for every task. So a bad input leaves nothing half-deployed.
+`run(request, until=...)` stops after a stage:
+- `"plan"` (a dry run): everything a deploy would send is computed and shown, images are rendered and
+  looked up in the registry, and nothing is built, pushed, uploaded or registered;
+- `"build"` (build only: fork PRs, `push: false`, `flyte-deploy build`): images are built (and pushed when
+  the settings say so); nothing is uploaded or registered;
+- `"deploy"`: everything.
 
-Registration walks the environments in topological order (dependencies first). It stops at the
-first environment the control plane refuses or cannot take; the Report then says which
-environments are registered and which are not, and running the same deploy again completes the
-rest (tasks already registered come back "unchanged").
+Everything that can be refused is checked before anything is built, uploaded or registered: planning
+errors, the serialization of every task (with the images it will get, or a placeholder for images still to
+build), a reachable control plane, and (once images exist) version conflicts for every task. So a bad
+input leaves nothing half-deployed.
+
+Registration walks the environments in topological order (dependencies first). It stops at the first
+environment the control plane refuses or cannot take; the Report then says which environments are
+registered and which are not, and running the same deploy again completes the rest (tasks already
+registered come back "unchanged").
 """
 
 from __future__ import annotations
@@ -32,36 +39,28 @@ from deployer.models import (
     BundleArtifact,
     CopyStyle,
     Deployment,
-    DeployRequest,
     EnvDeployment,
+    EnvStatus,
     Plan,
     PlannedEnv,
     Report,
     Timing,
 )
+from deployer.progress import QUIET, Progress
+from deployer.request import DeployRequest
 
 if TYPE_CHECKING:
-    from deployer.controlplane.client import ControlPlaneClient
+    from deployer.controlplane.base import ControlPlane
     from deployer.plan import PlanResult
     from deployer.storage import Storage
 
-Progress = Callable[[str], None]
-EnvStatus = Literal["registered", "unchanged", "failed", "skipped"]
+Stage = Literal["plan", "build", "deploy"]
 EnvRegistered = Callable[[EnvDeployment], None]
-
-
-def _quiet(_message: str) -> None:
-    pass
-
-
-def state_dir_for(request: DeployRequest) -> Path:
-    """`--state-dir`, else `<root_dir>/.flyte-deploy`."""
-    return Path(request.state_dir or Path(request.root_dir) / ".flyte-deploy").resolve()
 
 
 @dataclass
 class Outcome:
-    """A deploy's report plus the specs it sent (or, in a dry run, would send)."""
+    """A run's report plus the specs it sent (or, in a dry run, would send)."""
 
     report: Report
     specs: dict[str, list[TaskSpec]] = field(default_factory=dict)
@@ -73,18 +72,20 @@ class Outcome:
         }
 
 
-def deploy(request: DeployRequest) -> Report:
-    """Run the pipeline for one request (the CLI and the GitHub Action both call this)."""
-    return run(request).report
-
-
 def run(
     request: DeployRequest,
     *,
-    progress: Progress = _quiet,
+    until: Stage = "deploy",
+    progress: Progress = QUIET,
     on_registered: EnvRegistered | None = None,
 ) -> Outcome:
-    """`deploy`, with progress lines and a hook called after each environment is registered."""
+    """Run the pipeline for one request up to `until` (the CLI and the GitHub Action both call this).
+
+    With `settings.dry_run`, a deploy stops after "plan" and a build only renders images and looks them
+    up. `on_registered` is called after each environment is registered."""
+    settings = request.settings
+    # A dry run of a deploy shows what would be sent; a dry run of a build only looks images up.
+    stage: Stage = "plan" if settings.dry_run and until == "deploy" else until
     started_at = datetime.now(UTC)
     clock = _Clock()
     with clock("plan"):
@@ -92,48 +93,49 @@ def run(
 
         planned = plan_request(request)
     plan = planned.plan
-    progress(_describe_plan(plan))
-    _check_request(plan, request)
-    state_dir = state_dir_for(request)
-    storage = _storage(plan, request, state_dir)
+    progress.info(_describe_plan(plan))
+    for warning in plan.warnings:
+        progress.warning(warning)
+    _check_request(plan, request, stage)
+    if stage == "build":
+        return _build_only(request, planned, clock, started_at, progress)
+
+    storage = _storage(plan, request)
     digest = plan.bundle.digest if plan.bundle else None
     bundle_uri = storage.uri_for(digest) if storage is not None and digest else None
     with clock("validate"):
-        _serialize_all(request, planned, _planned_images(plan), bundle_uri)
-    if request.dry_run:
-        return _dry_run(request, planned, bundle_uri, clock, started_at)
+        _serialize_all(planned, _planned_images(plan), bundle_uri, org=settings.org)
+    if stage == "plan":
+        return _dry_run(request, planned, bundle_uri, clock, started_at, progress)
 
-    with _control_plane(request, state_dir) as (endpoint, client):
+    from deployer.controlplane import open_control_plane
+
+    with open_control_plane(settings) as plane:
         first = plan.environments[0] if plan.environments else None
         if first is not None and first.tasks:
             # Fail on an unreachable or refusing control plane before building anything.
-            client.get_task(plan.project, plan.domain, request.org, first.tasks[0], plan.version)
+            plane.get_task(plan.project, plan.domain, settings.org, first.tasks[0], plan.version)
         bundle = None
         if storage is not None:
             with clock("bundle"):
-                bundle = _upload_bundle(plan, planned.graph.root_dir, storage, state_dir, progress)
+                bundle = _upload_bundle(plan, planned.graph.root_dir, storage, settings.state, progress)
         images: tuple[BuiltImage, ...] = ()
         if any(env.image.needs_build for env in plan.environments):
             with clock("images"):
-                images = _build_images(planned, request)
+                images = _build_images(planned, request, progress)
         uris = _pin_as_is_images(plan, _image_uris(plan, images, pending_ok=False), progress)
         with clock("serialize"):
-            specs = _serialize_all(request, planned, uris, bundle.uri if bundle else None)
+            specs = _serialize_all(planned, uris, bundle.uri if bundle else None, org=settings.org)
         with clock("register"):
-            statuses = _register(plan, request.org, specs, client, uris, bundle, progress, on_registered)
-        deployment = _deployment(plan, endpoint, statuses, dry_run=False)
-    report = Report(
-        plan=plan,
-        artifacts=Artifacts(bundle=bundle, images=images),
-        deployment=deployment,
-        timings=clock.timings,
-        started_at=started_at,
-    )
+            statuses = _register(plan, settings.org, specs, plane, uris, bundle, progress, on_registered)
+        deployment = _deployment(plan, plane.label, statuses, dry_run=False)
+    report = _report(plan, Artifacts(bundle=bundle, images=images), deployment, clock, started_at)
     return Outcome(report=report, specs=specs)
 
 
-def _check_request(plan: Plan, request: DeployRequest) -> None:
-    if plan.copy_style is CopyStyle.none and request.version is None:
+def _check_request(plan: Plan, request: DeployRequest, stage: Stage) -> None:
+    settings = request.settings
+    if stage != "build" and plan.copy_style is CopyStyle.none and settings.version is None:
         # The code is already in the images: the commit this runs from does not say which code that is.
         raise UsageError(
             "--copy-style none ships no code, so the version cannot follow the commit: pass --version "
@@ -143,45 +145,68 @@ def _check_request(plan: Plan, request: DeployRequest) -> None:
     if bundle_envs and (plan.bundle is None or plan.bundle.digest is None):
         raise BundleError(f"{_names(bundle_envs)}: code ships in a bundle, but no bundle is planned")
     to_build = [env for env in plan.environments if env.image.needs_build]
-    if to_build and not request.push and not request.dry_run:
+    if stage == "deploy" and to_build and not settings.push:
         raise UsageError(
             f"--no-push: the images of {_names(to_build)} would exist only on this machine, and tasks are "
             "registered with image digests from a registry (to build only: `flyte-deploy build --no-push`)"
         )
 
 
-def _storage(plan: Plan, request: DeployRequest, state_dir: Path) -> Storage | None:
+def _storage(plan: Plan, request: DeployRequest) -> Storage | None:
     """Bundle storage, when some environment ships its code in the bundle."""
     if not any(env.mode == "bundle" for env in plan.environments):
         return None
     from deployer.storage import open_storage
 
-    return open_storage(request.storage, state_dir=state_dir)
+    return open_storage(request.settings.storage, state_dir=request.settings.state)
 
 
 def _dry_run(
-    request: DeployRequest, planned: PlanResult, bundle_uri: str | None, clock: _Clock, started_at: datetime
+    request: DeployRequest,
+    planned: PlanResult,
+    bundle_uri: str | None,
+    clock: _Clock,
+    started_at: datetime,
+    progress: Progress,
 ) -> Outcome:
     """Everything a deploy would send, with nothing built, pushed, uploaded or registered."""
     plan = planned.plan
     images: tuple[BuiltImage, ...] = ()
     if any(env.image.needs_build for env in plan.environments):
         with clock("images"):
-            images = _build_images(planned, request)  # with request.dry_run: renders and looks up only
+            images = _build_images(planned, request.with_settings(dry_run=True), progress)
     uris = _image_uris(plan, images, pending_ok=True)
-    specs = _serialize_all(request, planned, uris, bundle_uri)
+    specs = _serialize_all(planned, uris, bundle_uri, org=request.settings.org)
     statuses = [
         _env_status(env, "skipped", uris, bundle_uri if env.mode == "bundle" else None)
         for env in plan.environments
     ]
-    report = Report(
-        plan=plan,
-        artifacts=Artifacts(bundle=_planned_bundle(plan, bundle_uri), images=images),
-        deployment=_deployment(plan, request.endpoint or "embedded", statuses, dry_run=True),
-        timings=clock.timings,
-        started_at=started_at,
+    deployment = _deployment(plan, request.settings.endpoint or "embedded", statuses, dry_run=True)
+    artifacts = Artifacts(bundle=_planned_bundle(plan, bundle_uri) if bundle_uri else None, images=images)
+    return Outcome(report=_report(plan, artifacts, deployment, clock, started_at), specs=specs)
+
+
+def _build_only(
+    request: DeployRequest, planned: PlanResult, clock: _Clock, started_at: datetime, progress: Progress
+) -> Outcome:
+    """Images built (pushed only when the settings allow); the bundle as planned, never uploaded."""
+    plan = planned.plan
+    images: tuple[BuiltImage, ...] = ()
+    if any(env.image.needs_build for env in plan.environments):
+        with clock("images"):
+            images = _build_images(planned, request, progress)
+    bundle = None
+    if plan.bundle is not None and any(env.mode == "bundle" for env in plan.environments):
+        bundle = _planned_bundle(plan, None)
+    return Outcome(report=_report(plan, Artifacts(bundle=bundle, images=images), None, clock, started_at))
+
+
+def _report(
+    plan: Plan, artifacts: Artifacts, deployment: Deployment | None, clock: _Clock, started_at: datetime
+) -> Report:
+    return Report(
+        plan=plan, artifacts=artifacts, deployment=deployment, timings=clock.timings, started_at=started_at
     )
-    return Outcome(report=report, specs=specs)
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -199,7 +224,7 @@ def _upload_bundle(
         # The plan already hashed these exact bytes: a stored copy needs no second compression.
         stored = _planned_bundle(plan, storage.uri_for(digest))
         if stored is not None:
-            progress(f"bundle: reused {stored.uri} ({size} bytes, {len(plan.bundle.files)} files)")
+            progress.info(f"bundle: reused {stored.uri} ({size} bytes, {len(plan.bundle.files)} files)")
             return stored.model_copy(update={"reused": True})
     state_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=state_dir, prefix="bundle-") as out_dir:
@@ -211,11 +236,11 @@ def _upload_bundle(
             )
         uploaded = storage.upload(artifact)
     verb = "reused" if uploaded.reused else "uploaded"
-    progress(f"bundle: {verb} {uploaded.uri} ({uploaded.size} bytes, {len(plan.bundle.files)} files)")
+    progress.info(f"bundle: {verb} {uploaded.uri} ({uploaded.size} bytes, {len(plan.bundle.files)} files)")
     return uploaded
 
 
-def _build_images(planned: PlanResult, request: DeployRequest) -> tuple[BuiltImage, ...]:
+def _build_images(planned: PlanResult, request: DeployRequest, progress: Progress) -> tuple[BuiltImage, ...]:
     from deployer.images import build_images
 
     return tuple(build_images(planned.plan, planned.graph, planned.git, request))
@@ -266,13 +291,13 @@ def _pin_as_is_images(plan: Plan, uris: dict[str, str], progress: Progress) -> d
         if uri not in resolved:
             resolved[uri] = pin_by_digest(uri)
             if resolved[uri] is None:
-                progress(f"warning: {uri} is deployed by tag: its registry did not answer with a digest")
+                progress.warning(f"{uri} is deployed by tag: its registry did not answer with a digest")
         pinned[env.name] = resolved[uri] or uri
     return pinned
 
 
 def _serialize_all(
-    request: DeployRequest, planned: PlanResult, uris: dict[str, str], bundle_uri: str | None
+    planned: PlanResult, uris: dict[str, str], bundle_uri: str | None, *, org: str
 ) -> dict[str, list[TaskSpec]]:
     from deployer.controlplane.serialize import task_specs
 
@@ -286,7 +311,7 @@ def _serialize_all(
             version=plan.version,
             project=plan.project,
             domain=plan.domain,
-            org=request.org,
+            org=org,
             root_dir=Path(planned.graph.root_dir),
             image_uri=uris[env.name],
             bundle_uri=bundle_uri if in_bundle else None,
@@ -301,14 +326,14 @@ def _register(
     plan: Plan,
     org: str,
     specs: dict[str, list[TaskSpec]],
-    client: ControlPlaneClient,
+    plane: ControlPlane,
     uris: dict[str, str],
     bundle: BundleArtifact | None,
     progress: Progress,
     on_registered: EnvRegistered | None,
 ) -> list[EnvDeployment]:
     bundle_uri = bundle.uri if bundle else None
-    _refuse_conflicts(plan, org, specs, client)
+    _refuse_conflicts(plan, org, specs, plane)
     statuses: list[EnvDeployment] = []
     failed = False
     for env in plan.environments:
@@ -317,34 +342,22 @@ def _register(
             statuses.append(_env_status(env, "skipped", uris, env_bundle))
             continue
         try:
-            outcomes = [
-                client.deploy_task(
-                    spec,
-                    project=plan.project,
-                    domain=plan.domain,
-                    org=org,
-                    name=spec.task_template.id.name,
-                    version=plan.version,
-                )
-                for spec in specs[env.name]
-            ]
+            outcomes = [plane.deploy_task(spec) for spec in specs[env.name]]
         except ControlPlaneError as exc:
             failed = True
             statuses.append(_env_status(env, "failed", uris, env_bundle, error=str(exc)))
-            progress(f"{env.name}: failed: {exc}")
+            progress.info(f"{env.name}: failed: {exc}")
             continue
         status: EnvStatus = "registered" if "registered" in outcomes else "unchanged"
         done = _env_status(env, status, uris, env_bundle)
         statuses.append(done)
-        progress(f"{env.name}: {status} ({_count(len(outcomes), 'task')}, version {plan.version})")
+        progress.info(f"{env.name}: {status} ({_count(len(outcomes), 'task')}, version {plan.version})")
         if on_registered is not None:
             on_registered(done)
     return statuses
 
 
-def _refuse_conflicts(
-    plan: Plan, org: str, specs: dict[str, list[TaskSpec]], client: ControlPlaneClient
-) -> None:
+def _refuse_conflicts(plan: Plan, org: str, specs: dict[str, list[TaskSpec]], plane: ControlPlane) -> None:
     """Versions are immutable: refuse the whole deploy, before registering anything, when one of
     its tasks exists under this version with a different spec."""
     from deployer.controlplane.specs import spec_differences, spec_digest
@@ -352,7 +365,7 @@ def _refuse_conflicts(
     for env in plan.environments:
         for spec in specs[env.name]:
             name = spec.task_template.id.name
-            existing = client.get_task(plan.project, plan.domain, org, name, plan.version)
+            existing = plane.get_task(plan.project, plan.domain, org, name, plan.version)
             if existing is None or spec_digest(existing.spec) == spec_digest(spec):
                 continue
             fields = ", ".join(spec_differences(existing.spec, spec)) or "encoding"
@@ -364,22 +377,6 @@ def _refuse_conflicts(
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-@contextlib.contextmanager
-def _control_plane(request: DeployRequest, state_dir: Path) -> Iterator[tuple[str, ControlPlaneClient]]:
-    from deployer.controlplane.client import ControlPlaneClient
-
-    api_key = request.api_key.get_secret_value() if request.api_key else None
-    with contextlib.ExitStack() as stack:
-        if request.endpoint:
-            endpoint = request.endpoint
-        else:
-            from deployer.controlplane.embedded import embedded_control_plane
-
-            endpoint = stack.enter_context(embedded_control_plane(state_dir))
-        client = stack.enter_context(ControlPlaneClient(endpoint, insecure=request.insecure, api_key=api_key))
-        yield (endpoint if request.endpoint else f"embedded ({state_dir})"), client
 
 
 def _env_status(
@@ -412,7 +409,7 @@ def _deployment(plan: Plan, endpoint: str, statuses: list[EnvDeployment], *, dry
 
 
 def _planned_bundle(plan: Plan, uri: str | None) -> BundleArtifact | None:
-    if uri is None or plan.bundle is None or plan.bundle.digest is None:
+    if plan.bundle is None or plan.bundle.digest is None:
         return None
     return BundleArtifact(
         digest=plan.bundle.digest,

@@ -10,16 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from deployer.bundle import bundle_spec, env_includes
-from deployer.discovery import discover
+from deployer.discovery import FlyteScope, discover
 from deployer.errors import PlanError, UsageError
 from deployer.gitctx import GitContext, read_git_context
 from deployer.graph import resolve
 from deployer.images.spec import ImageMap, image_spec, parse_image_map
 from deployer.images.tags import apply_mirrors, parse_mirrors
 from deployer.models import (
+    BuiltImage,
     CopyStyle,
     DeployMode,
-    DeployRequest,
     DiscoveredEnv,
     EnvGraph,
     ImageSpec,
@@ -29,6 +29,8 @@ from deployer.models import (
     PlannedEnv,
     VersionInfo,
 )
+from deployer.request import DeployRequest
+from deployer.settings import Settings
 from deployer.versioning import version_info
 
 
@@ -42,15 +44,36 @@ class PlanResult(Model):
     version: VersionInfo
 
 
+class PlanSettings(Model):
+    """The settings planning reads."""
+
+    copy_style: CopyStyle = CopyStyle.loaded_modules
+    mode: Mode = Mode.auto
+    images: tuple[str, ...] = ()
+    base_image_mirrors: tuple[str, ...] = ()
+    project: str = "flytesnacks"
+    domain: str = "development"
+    registry: str | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> PlanSettings:
+        return cls(**{name: getattr(settings, name) for name in cls.model_fields})
+
+
 def plan_request(request: DeployRequest) -> PlanResult:
-    """Read git, discover, resolve and plan. Probes Docker only for `--mode auto`."""
-    if not Path(request.root_dir).is_dir():
-        raise UsageError(f"--root-dir {request.root_dir}: not a directory")
-    git = read_git_context(request.root_dir, sha=request.sha)
-    version = version_info(git, override=request.version)
-    graph = resolve(discover(request))
-    docker_available = docker_answers() if request.mode is Mode.auto else False
-    plan = make_plan(request, git, version, graph, docker_available=docker_available)
+    """Read git, discover, resolve and plan, one stage after the other.
+
+    Probes Docker only for `--mode auto`."""
+    settings = request.settings
+    root_dir = settings.root
+    if not root_dir.is_dir():
+        raise UsageError(f"--root-dir {settings.root_dir}: not a directory")
+    git = read_git_context(root_dir, sha=settings.sha)
+    version = version_info(git, override=settings.version)
+    scope = FlyteScope(project=settings.project, domain=settings.domain, org=settings.org)
+    graph = resolve(discover(request.selection, root_dir, scope))
+    docker_available = docker_answers() if settings.mode is Mode.auto else False
+    plan = make_plan(git, version, graph, PlanSettings.of(settings), docker_available=docker_available)
     return PlanResult(plan=plan, graph=graph, git=git, version=version)
 
 
@@ -71,23 +94,23 @@ def docker_answers() -> bool:
 
 
 def make_plan(
-    request: DeployRequest,
     git: GitContext,
     version: VersionInfo,
     graph: EnvGraph,
+    options: PlanSettings,
     *,
     docker_available: bool,
 ) -> Plan:
-    style = request.copy_style.resolved()
-    if style is CopyStyle.none and request.mode is Mode.bundle:
+    style = options.copy_style.resolved()
+    if style is CopyStyle.none and options.mode is Mode.bundle:
         raise PlanError("--mode bundle needs a code bundle, but --copy-style is none")
-    image_map = parse_image_map(request.images)
-    mirrors = parse_mirrors(request.base_image_mirrors)
+    image_map = parse_image_map(options.images)
+    mirrors = parse_mirrors(options.base_image_mirrors)
     root_dir = Path(graph.root_dir)
     planned: list[PlannedEnv] = []
     for node in graph.environments:
         spec = image_spec(node.env, image_map)
-        mode, reason = _mode(spec, request, style, docker_available)
+        mode, reason = _mode(spec, options, style, docker_available)
         if mode == "container" and style is not CopyStyle.none:
             # The code is baked in: whatever the spec says, the image deployed is a new build.
             spec = spec.model_copy(update={"uri": None, "needs_build": True})
@@ -111,20 +134,20 @@ def make_plan(
         git=git.info(),
         image_tags=version.image_tags,
         release=version.release,
-        project=request.project,
-        domain=request.domain,
+        project=options.project,
+        domain=options.domain,
         root_dir=_relative(root_dir, git.root) or Path("."),
         environments=tuple(planned),
         bundle=bundle,
         image_args=_image_args(graph.environments, planned, image_map, mirrors),
         copy_style=style,
-        registry=request.registry,
+        registry=options.registry,
         warnings=(*version.warnings, *graph.warnings),
     )
 
 
 def _mode(
-    spec: ImageSpec, request: DeployRequest, style: CopyStyle, docker_available: bool
+    spec: ImageSpec, options: PlanSettings, style: CopyStyle, docker_available: bool
 ) -> tuple[DeployMode, str]:
     if style is CopyStyle.none:
         if spec.needs_build:
@@ -132,9 +155,9 @@ def _mode(
         return "container", f"--copy-style none: no bundle; {spec.uri} runs as-is and must hold the code"
     if spec.external:
         return "bundle", f"{spec.uri} is deployed as-is: the code ships in the bundle"
-    if request.mode is Mode.bundle:
+    if options.mode is Mode.bundle:
         return "bundle", "--mode bundle"
-    if request.mode is Mode.container:
+    if options.mode is Mode.container:
         return "container", "--mode container"
     if docker_available:
         return "container", "a Docker engine answered: the code is built into the image"
@@ -166,3 +189,14 @@ def _image_args(
     if default:
         args += ["--image", apply_mirrors(default, mirrors)]
     return tuple(args)
+
+
+def image_map(plan: Plan, built: tuple[BuiltImage, ...]) -> dict[str, str]:
+    """{name: uri}: a ref image under its ref name, every other environment under its own name."""
+    by_env = {image.env_name: image.uri for image in built}
+    mapping: dict[str, str] = {}
+    for env in plan.environments:
+        uri = by_env.get(env.name) or env.image.uri
+        if uri:
+            mapping.setdefault(env.image.ref_name or env.name, uri)
+    return mapping

@@ -9,15 +9,25 @@ Action input, the `FLYTE_DEPLOY_*` variable, the default. This is the only modul
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 from deployer.errors import UsageError
 from deployer.models import CopyStyle, Mode
@@ -46,6 +56,20 @@ def option(
     return Field(default, description=doc, validation_alias=alias, json_schema_extra=extra, **constraints)
 
 
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("flyte_deploy_environ", default=None)
+
+
+class _Environ(EnvSettingsSource):
+    """The variables of the mapping `load_settings(environ=...)` was given (the Action passes its own),
+    else of this process."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        environ = _ENVIRON.get()
+        if environ is None:
+            return super()._load_env_vars()
+        return parse_env_vars(environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
 Words = Annotated[tuple[str, ...], NoDecode]
 """A list read from one variable: items separated by whitespace, commas or newlines."""
 
@@ -59,7 +83,20 @@ class Settings(BaseSettings):
         extra="forbid",
         populate_by_name=True,
         validate_default=False,
+        env_ignore_empty=True,
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags and inputs, then variables; no .env or secrets files behind the user's back.
+        return init_settings, _Environ(settings_cls)
 
     # -- where the code is ------------------------------------------------------------------------------
     root_dir: Path | None = option(
@@ -88,9 +125,13 @@ class Settings(BaseSettings):
     )
 
     # -- where it goes ----------------------------------------------------------------------------------
-    project: str = option("flytesnacks", "Flyte project.", "--project", "-p", group="target", action_input="project")
+    project: str = option(
+        "flytesnacks", "Flyte project.", "--project", "-p", group="target", action_input="project"
+    )
     domain: str = option("development", "Flyte domain.", "--domain", "-d", group="target")
-    org: str = option("", "Flyte organization.", "--org", group="target", action_input="org", shown_default="none")
+    org: str = option(
+        "", "Flyte organization.", "--org", group="target", action_input="org", shown_default="none"
+    )
 
     # -- images -----------------------------------------------------------------------------------------
     mode: Mode = option(
@@ -146,7 +187,11 @@ class Settings(BaseSettings):
         shown_default="the embedded control plane",
     )
     insecure: bool = option(
-        False, "Plain HTTP to the control plane.", "--insecure", group="control_plane", action_input="insecure"
+        False,
+        "Plain HTTP to the control plane.",
+        "--insecure",
+        group="control_plane",
+        action_input="insecure",
     )
     api_key: SecretStr | None = option(
         None,
@@ -246,7 +291,11 @@ def option_info(name: str) -> OptionInfo:
 def _option_info(name: str, info: FieldInfo) -> OptionInfo:
     extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
     alias = info.validation_alias
-    env = tuple(str(a) for a in alias.choices) if isinstance(alias, AliasChoices) else (ENV_PREFIX + name.upper(),)
+    env = (
+        tuple(str(a) for a in alias.choices)
+        if isinstance(alias, AliasChoices)
+        else (ENV_PREFIX + name.upper(),)
+    )
     shown = extra.get("shown_default")
     return OptionInfo(
         name=name,
@@ -270,34 +319,68 @@ def _show_default(value: Any) -> str:
 # ------------------------------------------------------------------------------------------------- loading
 
 
-def load_settings(given: Mapping[str, Any] | None = None, *, source: str = "flag") -> Settings:
-    """Settings from `given` (flags or Action inputs, by field name), then `FLYTE_DEPLOY_*`, then defaults.
+def load_settings(
+    given: Mapping[str, Any] | None = None,
+    *,
+    source: str = "flag",
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Settings from `given` (flags, or Action inputs with `source="input"`, by field name), then the
+    `FLYTE_DEPLOY_*` variables of `environ` (default: this process's), then the defaults.
 
     A bad value is one `UsageError` naming where it came from: the flag or input, else the variable."""
     given = {k: v for k, v in (given or {}).items() if v is not None}
+    token = _ENVIRON.set(environ)
     try:
         return Settings(**given)
     except ValidationError as exc:
-        raise _usage_error(exc, given, source) from None
+        raise _usage_error(exc, given, source, os.environ if environ is None else environ) from None
+    finally:
+        _ENVIRON.reset(token)
 
 
-def _usage_error(exc: ValidationError, given: Mapping[str, Any], source: str) -> UsageError:
+@contextlib.contextmanager
+def environment(environ: Mapping[str, str]) -> Iterator[None]:
+    """Every `load_settings()` inside reads `environ` instead of this process's variables."""
+    token = _ENVIRON.set(environ)
+    try:
+        yield
+    finally:
+        _ENVIRON.reset(token)
+
+
+def _usage_error(
+    exc: ValidationError, given: Mapping[str, Any], source: str, environ: Mapping[str, str]
+) -> UsageError:
     error = exc.errors()[0]
     field = str(error["loc"][0]) if error["loc"] else ""
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     if field not in Settings.model_fields:
         return UsageError(f"settings: {message}")
     info = option_info(field)
+    choices = _choices(Settings.model_fields[field].annotation)
+    if choices and error.get("type") in ("enum", "literal_error"):
+        message = f"use one of: {', '.join(choices)}"
     if field in given:
-        name = info.flag if source == "flag" and info.flag else f"input `{info.action_input or field}`"
         value = given[field]
-    else:
-        import os
+        shown = "***" if isinstance(value, SecretStr) else value
+        if source == "input":
+            return UsageError(f"input `{info.action_input or field}`: {shown!r} is not valid ({message})")
+        return UsageError(f"{info.flag or field} {shown!r}: {message}")
+    name = next((e for e in info.env if e in environ), info.env[0])
+    return UsageError(f"{name}={environ.get(name, '')!r}: {message}")
 
-        name = next((e for e in info.env if e in os.environ), info.env[0])
-        value = os.environ.get(name, "")
-    shown = value.get_secret_value() and "***" if isinstance(value, SecretStr) else value
-    return UsageError(f"{name}={shown!r}: {message}")
+
+def _choices(annotation: Any) -> list[str]:
+    import enum
+    import typing
+
+    for arg in (annotation, *typing.get_args(annotation)):
+        if isinstance(arg, type) and issubclass(arg, enum.Enum):
+            return [str(member.value) for member in arg]
+        if typing.get_origin(arg) is Literal:
+            return [str(value) for value in typing.get_args(arg)]
+    return []
 
 
 # ------------------------------------------------------------------------------------------------- docs

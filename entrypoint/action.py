@@ -10,20 +10,19 @@ import json
 import os
 import shlex
 import subprocess
-import time
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
 from deployer.errors import ControlPlaneError, DeployError, UsageError
-from deployer.models import Artifacts, BundleArtifact, Report, Timing
+from deployer.models import Report
 from deployer.report.github import GitHubReporter, GitHubSettings
 from deployer.report.models import CleanupResult, RunInfo, RunKind
 from deployer.report.preview import finish_cleanup, finish_preview, recorded_preview, start_preview
 from deployer.report.render import summary_markdown
 from entrypoint.events import Decision, decide
-from entrypoint.github_env import GitHubEnv
+from entrypoint.github_env import ActionProgress, GitHubEnv
 from entrypoint.inputs import (
     ActionInputs,
     input_env_key,
@@ -48,9 +47,17 @@ class ActionRun:
         self.workspace = Path(environ.get("GITHUB_WORKSPACE") or os.getcwd())
         self.run_info: RunInfo | None = None
         self.warnings: list[str] = []
+        self.progress: ActionProgress = gh.progress()
 
     # ------------------------------------------------------------------ top level
     def run(self) -> int:
+        from deployer.settings import environment
+
+        # Settings read deeper down (storage, images) come from this run's variables too.
+        with environment(self.env):
+            return self._run()
+
+    def _run(self) -> int:
         # Masks go out before anything else is printed, even before the inputs are validated.
         for field in SECRET_INPUTS:
             self.gh.mask(self.env.get(input_env_key(field), "").strip())
@@ -94,20 +101,21 @@ class ActionRun:
         assert self.run_info is not None
         version = self._preview_version(inputs, decision) if decision.kind is RunKind.preview else None
         request = to_request(inputs, decision, self.workspace, version=version)
+        settings = request.settings
         self._registry_login(inputs)
         reporter = self._reporter(inputs) if decision.kind is RunKind.preview and inputs.comment else None
         deployment_id = (
-            start_preview(reporter, self.run_info, project=request.project, version=version or "")
-            if not inputs.dry_run
+            start_preview(reporter, self.run_info, project=settings.project, version=version or "")
+            if not settings.dry_run
             else None
         )
         try:
-            with self.gh.group(f"flyte-deploy: {decision.kind.value} → {request.project}/{request.domain}"):
-                outcome = run_pipeline(request, progress=self._log)
+            with self.gh.group(f"flyte-deploy: {decision.kind.value} → {settings.project}/{settings.domain}"):
+                outcome = run_pipeline(request, progress=self.progress)
         except DeployError as exc:
             self.run_info = self.run_info.model_copy(update={"error": str(exc)})
             finish_preview(
-                reporter, deployment_id, self.run_info, None, project=request.project, comment=inputs.comment
+                reporter, deployment_id, self.run_info, None, project=settings.project, comment=inputs.comment
             )
             raise
         report = outcome.report
@@ -122,8 +130,8 @@ class ActionRun:
             deployment_id,
             self.run_info,
             report,
-            project=request.project,
-            comment=inputs.comment and not inputs.dry_run,
+            project=settings.project,
+            comment=inputs.comment and not settings.dry_run,
         )
         self.gh.append_summary(summary_markdown(self.run_info, report, warnings=tuple(self.warnings)))
         if error:
@@ -133,52 +141,25 @@ class ActionRun:
 
     def _build_only(self, inputs: ActionInputs, decision: Decision) -> int:
         """Fork PRs and `push: false`: plan and build locally, without a registry or any secret."""
-        from deployer.images import build_images
-        from deployer.plan import plan_request
+        from deployer.pipeline import run as run_pipeline
 
         assert self.run_info is not None
         self.gh.warning(decision.note or "build only", title="flyte-deploy: build only")
         # No registry: nothing is looked up or pushed anywhere, so no credential is ever needed.
-        request = to_request(inputs, decision, self.workspace).model_copy(update={"registry": None})
-        started = time.monotonic()
+        request = to_request(inputs, decision, self.workspace).with_settings(registry=None, push=False)
         with self.gh.group("flyte-deploy: plan and build (nothing pushed or deployed)"):
-            planned = plan_request(request)
-            timings = [Timing(stage="plan", seconds=round(time.monotonic() - started, 3))]
-            images: tuple[Any, ...] = ()
-            if any(env.image.needs_build for env in planned.plan.environments) and not inputs.dry_run:
-                began = time.monotonic()
-                images = tuple(build_images(planned.plan, planned.graph, planned.git, request))
-                timings.append(Timing(stage="images", seconds=round(time.monotonic() - began, 3)))
-        plan = planned.plan
-        bundle = None
-        if (
-            plan.bundle is not None
-            and plan.bundle.digest
-            and any(e.mode == "bundle" for e in plan.environments)
-        ):
-            bundle = BundleArtifact(
-                digest=plan.bundle.digest,
-                size=plan.bundle.size or 0,
-                path=Path(f"{plan.bundle.digest}.tar.gz"),
-                files=plan.bundle.files,
-            )
-        report = Report(
-            plan=plan,
-            artifacts=Artifacts(bundle=bundle, images=images),
-            deployment=None,
-            timings=tuple(timings),
-        )
-        self.warnings.extend(plan.warnings)
+            report = run_pipeline(request, until="build", progress=self.progress).report
+        self.warnings.extend(report.plan.warnings)
         self._outputs(report, deployed=False)
         self.gh.append_summary(summary_markdown(self.run_info, report, warnings=tuple(self.warnings)))
         return 0
 
     def _cleanup(self, inputs: ActionInputs, decision: Decision) -> int:
-        from deployer.commands.preview import cleanup_preview
+        from deployer.preview import clean_up
 
         assert self.run_info is not None and decision.pr is not None
         request = to_request(inputs, decision, self.workspace, require_project=False)
-        if request.path is None:
+        if request.selection.path is None:
             self.warn(
                 f"input `path` {inputs.path!r} does not plan: the preview's images are found only "
                 "from what the embedded control plane recorded"
@@ -187,12 +168,12 @@ class ActionRun:
         reporter = self._reporter(inputs)
         with self.gh.group(f"flyte-deploy: clean up the preview of #{decision.pr}"):
             recorded = recorded_preview(reporter, decision.pr)
-            result: CleanupResult = cleanup_preview(
+            result: CleanupResult = clean_up(
                 request,
                 decision.pr,
-                version_prefix=preview_prefix(inputs, decision.pr),
+                prefix=preview_prefix(inputs, decision.pr),
                 shas=(*recorded.shas, *([decision.sha] if decision.sha else [])),
-                progress=self._log,
+                progress=self.progress,
             )
             result = finish_cleanup(reporter, result, self.run_info, comment=inputs.comment)
         for warning in result.warnings:
@@ -260,8 +241,8 @@ class ActionRun:
         from deployer.versioning import check_version, version_info
 
         assert decision.pr is not None
-        root = (self.workspace / inputs.root_dir).resolve()
-        base = inputs.version or version_info(read_git_context(root, environ=self.env)).version
+        root = (self.workspace / (inputs.root_dir or ".")).resolve()
+        base = inputs.settings.version or version_info(read_git_context(root, environ=self.env)).version
         version = preview_prefix(inputs, decision.pr) + base
         try:
             return check_version(version)
@@ -289,11 +270,12 @@ class ActionRun:
     def _registry_login(self, inputs: ActionInputs) -> None:
         """Registry credentials reach the image stage (engine pushes and registry API calls) through
         its documented environment variables; a `docker login` of an earlier step is not visible here."""
-        if inputs.registry_username and inputs.registry_password is not None:
+        settings = inputs.settings
+        if settings.registry_username and settings.registry_password is not None:
             from deployer.images.auth import PASSWORD_ENV, USERNAME_ENV
 
-            os.environ[USERNAME_ENV] = inputs.registry_username
-            os.environ[PASSWORD_ENV] = inputs.registry_password.get_secret_value()
+            os.environ[USERNAME_ENV] = settings.registry_username
+            os.environ[PASSWORD_ENV] = settings.registry_password.get_secret_value()
 
     def _reporter(self, inputs: ActionInputs) -> GitHubReporter | None:
         token = (
@@ -307,12 +289,12 @@ class ActionRun:
             repository=repository,
             token=token,
             api_url=self.env.get("GITHUB_API_URL") or GitHubSettings.api_url,
-            **_throttle(self.env),
+            **_pacing(inputs),
         )
         return GitHubReporter(settings, warn=self.warn)
 
     def _outputs(self, report: Report | None, *, deployed: bool, preview_url: str | None = None) -> None:
-        from deployer.commands.images import image_map
+        from deployer.plan import image_map
 
         # Before the trigger is known (bad inputs), there is no `trigger` to report.
         outputs = {"trigger": self.run_info.kind.value} if self.run_info else {}
@@ -337,9 +319,7 @@ class ActionRun:
         self.gh.warning(message)
 
     def _log(self, message: str) -> None:
-        # The stream workflow commands go to, so progress lines stay inside their ::group::.
-        self.gh.stream.write(message + "\n")
-        self.gh.stream.flush()
+        self.progress.info(message)
 
 
 def _environments(report: Report) -> list[dict[str, Any]]:
@@ -382,16 +362,10 @@ def _kind(exc: DeployError) -> str:
     return words.replace("deploy error", "error")
 
 
-def _throttle(environ: Mapping[str, str]) -> dict[str, float]:
-    """`FLYTE_DEPLOY_GITHUB_THROTTLE=0` turns PyGithub's client-side pacing off (local API servers);
-    `FLYTE_DEPLOY_GITHUB_BACKOFF` sets the first retry wait in seconds."""
-    settings: dict[str, float] = {}
-    if environ.get("FLYTE_DEPLOY_GITHUB_THROTTLE", "").strip() == "0":
-        settings |= {"seconds_between_requests": 0.0, "seconds_between_writes": 0.0}
-    backoff = environ.get("FLYTE_DEPLOY_GITHUB_BACKOFF", "").strip()
-    if backoff:
-        try:
-            settings["backoff_seconds"] = float(backoff)
-        except ValueError:
-            raise UsageError(f"FLYTE_DEPLOY_GITHUB_BACKOFF={backoff!r}: expected seconds") from None
-    return settings
+def _pacing(inputs: ActionInputs) -> dict[str, float]:
+    """PyGithub's client-side pacing (off for local API servers) and the first retry wait."""
+    settings = inputs.settings
+    pacing = {"backoff_seconds": settings.github_backoff}
+    if not settings.github_throttle:
+        pacing |= {"seconds_between_requests": 0.0, "seconds_between_writes": 0.0}
+    return pacing

@@ -11,7 +11,7 @@ import contextlib
 import os
 import sys
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TextIO
 
@@ -81,6 +81,9 @@ class GitHubEnv:
                 return path.relative_to(self.workspace).as_posix()
         return path.as_posix()
 
+    def progress(self) -> ActionProgress:
+        return ActionProgress(self)
+
     # ------------------------------------------------------------------ file commands
     def set_outputs(self, outputs: Mapping[str, str]) -> None:
         target = self.environ.get("GITHUB_OUTPUT")
@@ -106,3 +109,29 @@ def heredoc(key: str, value: str) -> str:
     while delimiter in value:
         delimiter = f"ghadelimiter_{uuid.uuid4()}"
     return f"{key}<<{delimiter}\n{value}\n{delimiter}\n"
+
+
+class ActionProgress:
+    """`deployer.progress.Progress` for a CI log: lines on the workflow-command stream (so they stay inside
+    their `::group::`), no bars (a log is not a terminal). Warnings are log lines here: the run's report
+    carries them to the step summary."""
+
+    def __init__(self, gh: GitHubEnv) -> None:
+        self._gh = gh
+
+    def info(self, message: str) -> None:
+        self._gh.stream.write(message + "\n")
+        self._gh.stream.flush()
+
+    def warning(self, message: str) -> None:
+        self.info(f"warning: {message}")
+
+    @contextlib.contextmanager
+    def group(self, title: str) -> Iterator[None]:
+        with self._gh.group(title):
+            yield
+
+    @contextlib.contextmanager
+    def bar(self, label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        self.info(label)
+        yield lambda _n: None

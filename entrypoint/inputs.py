@@ -1,12 +1,16 @@
 """The action's inputs (`INPUT_<NAME>`, hyphens kept) → `ActionInputs` → the pipeline's `DeployRequest`.
 
-Every field of `ActionInputs` is an input in `action.yml` with the same default (a test checks both
-ways). A bad value is a `UsageError` naming the input, never a traceback.
+Inputs that are options of the CLI too (`copy-style`, `registry`, `endpoint`, ...) are read onto the one
+settings model (`deployer.settings.Settings`, each field names its input); the rest (what to deploy, the
+targets of each trigger, the PR comment) are the Action's own. Every input is declared in `action.yml`
+with the same default (a test checks both ways). A bad value is a `UsageError` naming the input.
 """
 
 from __future__ import annotations
 
+import enum
 import re
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -14,40 +18,28 @@ from typing import Any, Literal
 from pydantic import SecretStr, ValidationError
 
 from deployer.errors import UsageError
-from deployer.models import CopyStyle, DeployRequest, Mode, Model
+from deployer.models import Model
 from deployer.report.models import RunKind
+from deployer.request import DeployRequest, Selection
+from deployer.settings import Settings, load_settings, options
 from entrypoint.events import Decision
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
+# Inputs naming a path inside the workspace: read as text, resolved against the workspace.
+_WORKSPACE_PATHS = {"root_dir", "state_dir"}
 
 
 class ActionInputs(Model):
-    """The `with:` block of a workflow step, typed."""
+    """The `with:` block of a workflow step, typed: the Action's own inputs plus `settings`."""
 
     path: str = ""
     """Python file (with `env-var` or `all`) or directory (with `recursive`), relative to the workspace."""
     env_var: str = ""
-    """Module-level variable bound to the TaskEnvironment to deploy (with a file `path`)."""
+    """Module-level variable bound to the environment to deploy (with a file `path`)."""
     all: bool = False
     recursive: bool = False
-    root_dir: str = "."
-    """Import root and bundle root, relative to the workspace."""
-    copy_style: CopyStyle = CopyStyle.loaded_modules
-    mode: Mode = Mode.auto
-    registry: str = ""
-    images: tuple[str, ...] = ()
-    """One `NAME=URI` (or a bare default `URI`) per line."""
-    base_image_mirror: tuple[str, ...] = ()
-    """One `FROM=TO` per line."""
-    registry_username: str = ""
-    registry_password: SecretStr | None = None
-    endpoint: str = ""
-    insecure: bool = False
-    api_key: SecretStr | None = None
-    project: str = "flytesnacks"
-    org: str = ""
     domain: str = "production"
     """Target of semver tag releases."""
     branch_domain: str = "staging"
@@ -58,18 +50,37 @@ class ActionInputs(Model):
     """Put before a preview's version so each PR's versions stay apart and can be cleaned up."""
     preview_url: str = ""
     """Link shown for a deploy; `{project}`, `{domain}`, `{version}`, `{pr}`, `{sha}` are replaced."""
-    storage: str = ""
-    state_dir: str = ""
-    version: str = ""
     github_token: SecretStr | None = None
     comment: bool = True
-    dry_run: bool = False
     push: Literal["auto", "false"] = "auto"
+    root_dir: str = ""
+    """Import root and bundle root, relative to the workspace (default: the workspace)."""
+    state_dir: str = ""
+    """Control plane and local storage state, relative to the workspace."""
+    settings: Settings
+    """Every input that is also a CLI option (`FLYTE_DEPLOY_*` variables fill the ones not given)."""
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        values = (self.registry_password, self.api_key, self.github_token)
+        s = self.settings
+        values = (s.registry_password, s.api_key, self.github_token)
         return tuple(v.get_secret_value() for v in values if v is not None and v.get_secret_value())
+
+    def value(self, name: str) -> Any:
+        """The value of input `name` (hyphenated, as in action.yml)."""
+        field = name.replace("-", "_")
+        if field in _OWN:
+            return getattr(self, field)
+        return getattr(self.settings, _SHARED[name])
+
+
+_OWN = {f for f in ActionInputs.model_fields if f != "settings"}
+_SHARED = {
+    info.action_input: info.name
+    for info in options()
+    if info.action_input and info.name not in _WORKSPACE_PATHS
+}
+"""Input name → settings field, for the inputs that are settings."""
 
 
 def input_name(field: str) -> str:
@@ -80,38 +91,70 @@ def input_env_key(field: str) -> str:
     return "INPUT_" + input_name(field).upper()
 
 
+def input_names() -> list[str]:
+    """Every input the action reads, as action.yml spells them."""
+    return sorted({input_name(f) for f in _OWN} | set(_SHARED))
+
+
+def input_default(name: str) -> Any:
+    field = name.replace("-", "_")
+    if field in _OWN:
+        return ActionInputs.model_fields[field].default
+    return Settings.model_fields[_SHARED[name]].default
+
+
 def read_inputs(environ: Mapping[str, str]) -> ActionInputs:
-    values: dict[str, Any] = {}
-    for field, info in ActionInputs.model_fields.items():
+    own: dict[str, Any] = {}
+    for field in _OWN:
         raw = environ.get(input_env_key(field), "").strip()
-        if not raw:
-            continue
-        name = input_name(field)
-        annotation = info.annotation
-        if annotation is bool:
-            values[field] = _boolean(name, raw)
-        elif annotation == tuple[str, ...]:
-            values[field] = _lines(raw)
-        else:
-            values[field] = raw.lower() if field in ("copy_style", "mode", "push") else raw
+        if raw:
+            own[field] = _parse(
+                input_name(field), ActionInputs.model_fields[field].annotation, raw, field == "push"
+            )
+    shared: dict[str, Any] = {}
+    for name, field in _SHARED.items():
+        raw = environ.get(f"INPUT_{name.upper()}", "").strip()
+        if raw:
+            shared[field] = _parse(name, Settings.model_fields[field].annotation, raw, lower=False)
+    settings = load_settings(shared, source="input", environ=environ)
     try:
-        inputs = ActionInputs(**values)
+        inputs = ActionInputs(**own, settings=settings)
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0])
         raise UsageError(
-            f"input `{input_name(field)}`: {values.get(field)!r} is not valid ({_allowed(field, error)})"
+            f"input `{input_name(field)}`: {own.get(field)!r} is not valid ({_allowed(field, error)})"
         ) from None
     _check(inputs)
     return inputs
 
 
 def unknown_inputs(environ: Mapping[str, str]) -> list[str]:
-    """`INPUT_*` variables no field reads (a misspelt `with:` key)."""
-    known = {input_env_key(f) for f in ActionInputs.model_fields}
+    """`INPUT_*` variables no input reads (a misspelt `with:` key)."""
+    known = {f"INPUT_{name.upper()}" for name in input_names()}
     return sorted(
         k.removeprefix("INPUT_").lower() for k in environ if k.startswith("INPUT_") and k not in known
     )
+
+
+def _parse(name: str, annotation: Any, raw: str, lower: bool) -> Any:
+    base = _base_type(annotation)
+    if base is bool:
+        return _boolean(name, raw)
+    if typing.get_origin(base) is tuple:
+        return _lines(raw)
+    if lower or (isinstance(base, type) and issubclass(base, enum.Enum)):
+        return raw.lower()
+    return raw
+
+
+def _base_type(annotation: Any) -> Any:
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _base_type(typing.get_args(annotation)[0])
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, __import__("types").UnionType) and len(args) == 1:
+        return _base_type(args[0])
+    return annotation
 
 
 def _boolean(name: str, raw: str) -> bool:
@@ -133,12 +176,7 @@ def _lines(raw: str) -> tuple[str, ...]:
 
 
 def _allowed(field: str, error: Mapping[str, Any]) -> str:
-    choices = {
-        "copy_style": ", ".join(c.value for c in CopyStyle),
-        "mode": ", ".join(m.value for m in Mode),
-        "push": "auto, false",
-    }
-    return f"use one of: {choices[field]}" if field in choices else str(error.get("msg", "invalid"))
+    return "use one of: auto, false" if field == "push" else str(error.get("msg", "invalid"))
 
 
 def _check(inputs: ActionInputs) -> None:
@@ -157,7 +195,7 @@ def _check(inputs: ActionInputs) -> None:
             "inputs `preview-domain` / `preview-version-prefix`: one of them must contain {pr}, "
             "or every pull request's preview would overwrite the others"
         )
-    if inputs.registry_username and inputs.registry_password is None:
+    if inputs.settings.registry_username and inputs.settings.registry_password is None:
         raise UsageError("input `registry-password` is required with `registry-username`")
     if inputs.env_var and inputs.all:
         raise UsageError(
@@ -214,7 +252,7 @@ def to_request(
 
     `require_project=False` (a preview cleanup, which reads the project only to name its image
     repositories): a `path` that no longer works leaves `path` unset instead of failing."""
-    root_dir = workspace_path(workspace, inputs.root_dir, "root-dir")
+    root_dir = workspace_path(workspace, inputs.root_dir or ".", "root-dir")
     try:
         path: Path | None = project_path(inputs, workspace)
     except UsageError:
@@ -227,27 +265,18 @@ def to_request(
         else None
     )
     build_only = decision.kind is RunKind.build_only
-    return DeployRequest(
-        path=path,
-        env_var=inputs.env_var or None,
-        all_envs=inputs.all,
-        recursive=inputs.recursive,
-        root_dir=root_dir,
-        copy_style=inputs.copy_style,
-        mode=inputs.mode,
-        version=version or inputs.version or None,
-        project=inputs.project,
-        domain=target_domain(inputs, decision),
-        org=inputs.org,
-        registry=inputs.registry or None,
-        images=inputs.images,
-        base_image_mirrors=inputs.base_image_mirror,
-        push=not build_only,
-        dry_run=inputs.dry_run,
-        endpoint=inputs.endpoint or None,
-        insecure=inputs.insecure,
-        # Build-only runs (forks) never see a secret, even when one is configured.
-        api_key=None if build_only else inputs.api_key,
-        storage=inputs.storage or None,
-        state_dir=state_dir,
+    settings = inputs.settings
+    selection = Selection(
+        path=path, env_var=inputs.env_var or None, all_envs=inputs.all, recursive=inputs.recursive
     )
+    changes: dict[str, Any] = {
+        "root_dir": root_dir,
+        "state_dir": state_dir or settings.state_dir,
+        "domain": target_domain(inputs, decision),
+        "version": version or settings.version,
+        "push": not build_only,
+    }
+    if build_only:
+        # Build-only runs (forks) never see a secret, even when one is configured.
+        changes |= {"api_key": None, "registry_password": None}
+    return DeployRequest(selection=selection, settings=settings.model_copy(update=changes))

@@ -454,8 +454,9 @@ def test_cleanup_never_deletes_an_image_a_branch_or_release_also_uses(
 ) -> None:
     """Distribution 2.x can only delete whole manifests: the preview's manifest goes only when every
     tag on it is the preview's own (its identity and its commits' `sha-` tags)."""
-    from deployer.commands.preview import cleanup_preview
-    from deployer.models import DeployRequest
+    from deployer.controlplane.embedded import EmbeddedControlPlane
+    from deployer.preview import cleanup_preview
+    from deployer.request import DeployRequest
 
     pr_sha, main_sha = "1234567" + "0" * 33, "7654321" + "0" * 33
     preview_only, shared = (
@@ -472,14 +473,14 @@ def test_cleanup_never_deletes_an_image_a_branch_or_release_also_uses(
             docker_client.images.push(repository, tag)
             docker_client.images.remove(f"{repository}:{tag}")
 
-    request = DeployRequest(root_dir=tmp_path, registry=f"{registry_url}/{unique_repo}")
+    request = DeployRequest.of(root_dir=tmp_path, registry=f"{registry_url}/{unique_repo}")
     result = cleanup_preview(
         request,
+        EmbeddedControlPlane(tmp_path / ".flyte-deploy"),
         9,
-        version_prefix="pr-9-",
+        prefix="pr-9-",
         shas=[pr_sha],
         repositories=[preview_only, shared],
-        progress=lambda _: None,
     )
     assert result.removed_tags == (f"{preview_only}:pr-9",)
     assert tags_of(registry_url, f"{unique_repo}/preview-only") == set()

@@ -17,7 +17,7 @@ from deployer.report.models import RunKind
 from entrypoint.action import main
 from entrypoint.events import decide
 from entrypoint.github_env import GitHubEnv
-from entrypoint.inputs import ActionInputs, input_name, read_inputs, to_request, unknown_inputs
+from entrypoint.inputs import input_default, input_names, read_inputs, to_request, unknown_inputs
 from tests.fixtures.github import read_outputs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -51,16 +51,16 @@ def test_action_yml_is_a_docker_action_built_from_the_dockerfile() -> None:
 
 def test_every_input_in_action_yml_is_read_with_the_same_default() -> None:
     declared = ACTION["inputs"]
-    fields = {input_name(f): info for f, info in ActionInputs.model_fields.items()}
-    assert set(declared) == set(fields), "action.yml inputs and ActionInputs fields differ"
+    fields = set(input_names())
+    assert set(declared) == fields, "action.yml inputs and the inputs the action reads differ"
     for name, spec in declared.items():
         assert spec.get("description"), f"input {name} has no description"
         default = spec.get("default", "")
         if name == "github-token":
             assert default == "${{ github.token }}"
             continue
-        parsed = read_inputs({f"INPUT_{name.upper()}": str(default)}) if default != "" else ActionInputs()
-        assert getattr(parsed, name.replace("-", "_")) == fields[name].default, name
+        parsed = read_inputs({f"INPUT_{name.upper()}": str(default)} if default != "" else {})
+        assert parsed.value(name) == input_default(name), name
 
 
 def test_action_yml_documents_every_output() -> None:
@@ -102,11 +102,15 @@ def test_inputs_keep_hyphens_and_parse_booleans_lists_and_choices() -> None:
     assert inputs.path == "workflows.py"
     assert inputs.all is True
     assert inputs.root_dir == "src"
-    assert inputs.copy_style is CopyStyle.all
-    assert inputs.mode is Mode.bundle
-    assert inputs.images == ("base=ghcr.io/acme/base:1", "gpu=ghcr.io/acme/gpu:2", "ghcr.io/acme/default:3")
-    assert inputs.base_image_mirror == ("ghcr.io/flyteorg=mirror.local/flyteorg",)
-    assert inputs.dry_run is True and inputs.comment is False
+    assert inputs.value("copy-style") is CopyStyle.all
+    assert inputs.value("mode") is Mode.bundle
+    assert inputs.value("images") == (
+        "base=ghcr.io/acme/base:1",
+        "gpu=ghcr.io/acme/gpu:2",
+        "ghcr.io/acme/default:3",
+    )
+    assert inputs.value("base-image-mirror") == ("ghcr.io/flyteorg=mirror.local/flyteorg",)
+    assert inputs.value("dry-run") is True and inputs.comment is False
     assert inputs.secrets == ("s3cret",)
     assert "s3cret" not in repr(inputs)
 
@@ -157,12 +161,16 @@ def test_request_targets_follow_the_trigger(tmp_path: Path) -> None:
         tmp_path,
     )
     fork = to_request(inputs, _decision("pull_request", pr_event(head_repo="evil/app")), tmp_path)
-    assert (preview.domain, preview.version, preview.push) == ("pr-7", "pr-7-x", True)
-    assert (release.domain, main_push.domain) == ("production", "staging")
-    assert preview.path == (tmp_path / "workflows.py").resolve() and preview.all_envs
-    assert preview.api_key is not None and preview.api_key.get_secret_value() == "k"
+    assert (preview.settings.domain, preview.settings.version, preview.settings.push) == (
+        "pr-7",
+        "pr-7-x",
+        True,
+    )
+    assert (release.settings.domain, main_push.settings.domain) == ("production", "staging")
+    assert preview.selection.path == (tmp_path / "workflows.py").resolve() and preview.selection.all_envs
+    assert preview.settings.api_key is not None and preview.settings.api_key.get_secret_value() == "k"
     # A fork's run builds only and never carries a secret, even one that is configured.
-    assert (fork.push, fork.api_key) == (False, None)
+    assert (fork.settings.push, fork.settings.api_key) == (False, None)
 
 
 @pytest.mark.parametrize(

@@ -520,6 +520,7 @@ def test_bundle_command_json_reports_the_written_file(hello_project: Path, tmp_p
     result = _cli("workflows.py", "analysis", "--json", "-o", f"{tmp_path}/out/", cwd=hello_project)
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
+    assert (document.pop("schema_version"), document.pop("kind")) == (1, "bundle")
     assert set(document) == {"digest", "size", "files", "copy_style", "root_dir", "path"}
     assert document["files"] == ["hello_lib/__init__.py", "hello_lib/text.py", "workflows.py"]
     assert document["copy_style"] == "loaded_modules"

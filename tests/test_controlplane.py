@@ -22,8 +22,8 @@ from flyteidl2.task import task_definition_pb2 as td
 from flyteidl2.task import task_service_pb2 as ts
 from flyteidl2.task.task_service_connect import TaskServiceClientSync
 
-from deployer.controlplane.client import ControlPlaneClient, normalize_endpoint
-from deployer.controlplane.embedded import embedded_control_plane
+from deployer.controlplane.embedded import EmbeddedControlPlane
+from deployer.controlplane.remote import RemoteControlPlane, normalize_endpoint
 from deployer.controlplane.serialize import task_specs
 from deployer.controlplane.server import ControlPlaneServer
 from deployer.controlplane.specs import canonical_bytes, spec_digest
@@ -60,11 +60,8 @@ def calc_specs(flyte_project: MakeProject) -> CalcSpecs:
     return make
 
 
-def deploy(client: ControlPlaneClient, spec: td.TaskSpec) -> str:
-    i = spec.task_template.id
-    return client.deploy_task(
-        spec, project=i.project, domain=i.domain, org=i.org, name=i.name, version=i.version
-    )
+def deploy(client: RemoteControlPlane, spec: td.TaskSpec) -> str:
+    return client.deploy_task(spec)
 
 
 def with_version(spec: td.TaskSpec, version: str) -> td.TaskSpec:
@@ -91,7 +88,7 @@ def test_deployed_task_reads_back_field_for_field(
     controlplane: ControlPlaneServer, calc_specs: CalcSpecs
 ) -> None:
     add = calc_specs()["cp_calc.add"]
-    client = ControlPlaneClient(controlplane.url)
+    client = RemoteControlPlane(controlplane.url)
 
     assert deploy(client, add) == "registered"
 
@@ -109,7 +106,7 @@ def test_redeploying_an_identical_spec_is_a_no_op(
     controlplane: ControlPlaneServer, calc_specs: CalcSpecs
 ) -> None:
     add = calc_specs()["cp_calc.add"]
-    client = ControlPlaneClient(controlplane.url)
+    client = RemoteControlPlane(controlplane.url)
     deploy(client, add)
     first = controlplane.store.get(TaskKey("", PROJECT, DOMAIN, "cp_calc.add", "v1"))
 
@@ -123,7 +120,7 @@ def test_redeploying_an_identical_spec_is_a_no_op(
 def test_a_different_spec_under_an_existing_version_is_refused(
     controlplane: ControlPlaneServer, calc_specs: CalcSpecs
 ) -> None:
-    client = ControlPlaneClient(controlplane.url)
+    client = RemoteControlPlane(controlplane.url)
     deploy(client, calc_specs()["cp_calc.add"])
     other_image = "127.0.0.1:5000/cp/calc@sha256:" + "d" * 64
 
@@ -150,7 +147,7 @@ def test_a_different_spec_under_an_existing_version_is_refused(
 def test_unknown_task_or_version_is_not_found(
     controlplane: ControlPlaneServer, calc_specs: CalcSpecs
 ) -> None:
-    client = ControlPlaneClient(controlplane.url)
+    client = RemoteControlPlane(controlplane.url)
     deploy(client, calc_specs()["cp_calc.add"])
 
     assert client.get_task(PROJECT, DOMAIN, "", "cp_calc.add", "v2") is None
@@ -186,14 +183,7 @@ def test_malformed_identifiers_are_invalid_argument(
     assert complaint in err.value.message
 
     with pytest.raises(ControlPlaneError) as ours:
-        ControlPlaneClient(controlplane.url).deploy_task(
-            spec,
-            project=task_id.project,
-            domain=task_id.domain,
-            org="",
-            name=task_id.name,
-            version=task_id.version,
-        )
+        RemoteControlPlane(controlplane.url).deploy_task(spec)
     assert "INVALID_ARGUMENT" in str(ours.value) and complaint in str(ours.value)
     assert controlplane.store.count() == 0
 
@@ -217,10 +207,8 @@ def test_org_does_not_scope_the_single_tenant_plane(
     """The flyte SDK calls 127.0.0.1 org "127" and localhost org "": both must see the same tasks."""
     spec = calc_specs()["cp_calc.add"]
     spec.task_template.id.org = "127"
-    client = ControlPlaneClient(controlplane.url)
-    assert client.deploy_task(
-        spec, project=PROJECT, domain=DOMAIN, org="127", name="cp_calc.add", version="v1"
-    ) == ("registered")
+    client = RemoteControlPlane(controlplane.url)
+    assert client.deploy_task(spec) == "registered"
     found = client.get_task(PROJECT, DOMAIN, "", "cp_calc.add", "v1")
     assert found is not None and found.spec.task_template.id.org == "127"
 
@@ -231,7 +219,7 @@ def test_org_does_not_scope_the_single_tenant_plane(
 def test_list_tasks_gives_the_latest_version_of_each_task(
     controlplane: ControlPlaneServer, calc_specs: CalcSpecs
 ) -> None:
-    client = ControlPlaneClient(controlplane.url)
+    client = RemoteControlPlane(controlplane.url)
     deploy(client, calc_specs("v1")["cp_calc.add"])
     deploy(client, calc_specs("v2")["cp_calc.add"])
     deploy(client, calc_specs("v1")["cp_calc.total"])
@@ -249,7 +237,7 @@ def test_list_tasks_gives_the_latest_version_of_each_task(
 
 def test_listing_pages_through_every_version(controlplane: ControlPlaneServer, calc_specs: CalcSpecs) -> None:
     add = calc_specs()["cp_calc.add"]
-    client = ControlPlaneClient(controlplane.url)
+    client = RemoteControlPlane(controlplane.url)
     versions = [f"v{i:03d}" for i in range(130)]
     for v in versions:
         deploy(client, with_version(add, v))
@@ -267,7 +255,7 @@ def test_listing_pages_through_every_version(controlplane: ControlPlaneServer, c
 def test_list_filters_and_sorting_the_sdk_sends(
     controlplane: ControlPlaneServer, calc_specs: CalcSpecs
 ) -> None:
-    client = ControlPlaneClient(controlplane.url)
+    client = RemoteControlPlane(controlplane.url)
     deploy(client, calc_specs("v1")["cp_calc.add"])
     deploy(client, calc_specs("v1")["cp_calc.total"])
     deploy(client, calc_specs("v2")["cp_calc.add"])
@@ -315,12 +303,12 @@ def test_endpoint_forms(endpoint: str, insecure: bool, url: str) -> None:
 @pytest.mark.parametrize("endpoint", ["ftp://flyte.example.com", "dns:///", ""])
 def test_bad_endpoint_is_a_usage_error(endpoint: str) -> None:
     with pytest.raises(UsageError, match="--endpoint"):
-        ControlPlaneClient(endpoint)
+        RemoteControlPlane(endpoint)
 
 
 def test_unreachable_control_plane_is_one_clear_error_after_bounded_retries() -> None:
     port = free_port()
-    client = ControlPlaneClient(f"http://127.0.0.1:{port}", attempts=3, backoff_s=0.01)
+    client = RemoteControlPlane(f"http://127.0.0.1:{port}", attempts=3, backoff_s=0.01)
     with pytest.raises(ControlPlaneError) as err:
         client.list_versions(PROJECT, DOMAIN, "", "cp_calc.add")
     message = str(err.value)
@@ -347,7 +335,7 @@ def test_client_retries_until_the_control_plane_answers(tmp_path: Path, calc_spe
     timer = threading.Timer(0.2, ready.set)
     timer.start()
     try:
-        client = ControlPlaneClient(f"http://127.0.0.1:{port}", attempts=8, backoff_s=0.1)
+        client = RemoteControlPlane(f"http://127.0.0.1:{port}", attempts=8, backoff_s=0.1)
         assert deploy(client, calc_specs()["cp_calc.add"]) == "registered"
     finally:
         ready.set()
@@ -370,7 +358,7 @@ def test_an_endpoint_that_is_not_a_flyte_control_plane_is_named(tmp_path: Path) 
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
         with pytest.raises(ControlPlaneError) as err:
-            ControlPlaneClient(url).list_tasks(PROJECT, DOMAIN, "")
+            RemoteControlPlane(url).list_tasks(PROJECT, DOMAIN, "")
     finally:
         server.shutdown()
         thread.join()
@@ -382,24 +370,24 @@ def test_an_endpoint_that_is_not_a_flyte_control_plane_is_named(tmp_path: Path) 
 def test_bearer_token_is_sent_and_checked(tmp_path: Path, calc_specs: CalcSpecs) -> None:
     with ControlPlaneServer(TaskStore(tmp_path / "auth"), "127.0.0.1", 0, api_key="s3cret") as server:
         with pytest.raises(ControlPlaneError) as err:
-            deploy(ControlPlaneClient(server.url), calc_specs()["cp_calc.add"])
+            deploy(RemoteControlPlane(server.url), calc_specs()["cp_calc.add"])
         assert "UNAUTHENTICATED" in str(err.value) and "--api-key" in str(err.value)
         assert (
-            deploy(ControlPlaneClient(server.url, api_key="s3cret"), calc_specs()["cp_calc.add"])
+            deploy(RemoteControlPlane(server.url, api_key="s3cret"), calc_specs()["cp_calc.add"])
             == "registered"
         )
 
 
-def test_embedded_control_plane_serves_only_while_open(tmp_path: Path, calc_specs: CalcSpecs) -> None:
-    with embedded_control_plane(tmp_path / ".flyte-deploy") as url:
-        assert url.startswith("http://127.0.0.1:")
-        assert deploy(ControlPlaneClient(url), calc_specs()["cp_calc.add"]) == "registered"
+def test_embedded_control_plane_keeps_its_state_between_runs(tmp_path: Path, calc_specs: CalcSpecs) -> None:
+    with EmbeddedControlPlane(tmp_path / ".flyte-deploy") as plane:
+        assert deploy(plane, calc_specs()["cp_calc.add"]) == "registered"
     assert (tmp_path / ".flyte-deploy" / DB_NAME).is_file()
-    with pytest.raises(ControlPlaneError, match="unreachable"):
-        ControlPlaneClient(url, attempts=1).get_task(PROJECT, DOMAIN, "", "cp_calc.add", "v1")
-    # The state outlives the server: the next one-shot deploy sees the task.
-    with embedded_control_plane(tmp_path / ".flyte-deploy") as again:
-        assert deploy(ControlPlaneClient(again), calc_specs()["cp_calc.add"]) == "unchanged"
+    # The state outlives the run: the next one-shot deploy sees the task.
+    with EmbeddedControlPlane(tmp_path / ".flyte-deploy") as again:
+        assert deploy(again, calc_specs()["cp_calc.add"]) == "unchanged"
+    # The same state served over HTTP answers the same.
+    with ControlPlaneServer.at(tmp_path / ".flyte-deploy") as server:
+        assert deploy(RemoteControlPlane(server.url), calc_specs()["cp_calc.add"]) == "unchanged"
 
 
 def test_state_inside_a_checkout_leaves_the_tree_clean(
@@ -407,8 +395,8 @@ def test_state_inside_a_checkout_leaves_the_tree_clean(
 ) -> None:
     """`.flyte-deploy/` under the project must not make the next deploy's tree dirty."""
     repo = make_git_repo(files={"app.py": "print(1)\n"})
-    with embedded_control_plane(repo.path / ".flyte-deploy") as url:
-        deploy(ControlPlaneClient(url), calc_specs()["cp_calc.add"])
+    with EmbeddedControlPlane(repo.path / ".flyte-deploy") as plane:
+        deploy(plane, calc_specs()["cp_calc.add"])
     assert (repo.path / ".flyte-deploy" / DB_NAME).is_file()
     assert not repo.is_dirty()
 
@@ -420,28 +408,24 @@ _DEPLOYER_SCRIPT = textwrap.dedent(
     import base64, json, sys, time
     from pathlib import Path
     from flyteidl2.task.task_definition_pb2 import TaskSpec
-    from deployer.controlplane.client import ControlPlaneClient
-    from deployer.controlplane.embedded import embedded_control_plane
+    from deployer.controlplane.embedded import EmbeddedControlPlane
 
     state, specs_file, go = sys.argv[1:4]
     specs = [TaskSpec.FromString(base64.b64decode(s)) for s in json.loads(Path(specs_file).read_text())]
-    with embedded_control_plane(Path(state)) as url:
-        client = ControlPlaneClient(url)
+    with EmbeddedControlPlane(Path(state)) as client:
         print("ready", flush=True)
         while not Path(go).exists():  # start together with the other process
             time.sleep(0.001)
         outcomes = []
         for spec in specs:
-            i = spec.task_template.id
-            outcomes.append(client.deploy_task(spec, project=i.project, domain=i.domain, org=i.org,
-                                               name=i.name, version=i.version))
+            outcomes.append(client.deploy_task(spec))
     print(json.dumps(outcomes), flush=True)
     """
 )
 
 
 def test_two_processes_deploying_the_same_version_at_once(tmp_path: Path, calc_specs: CalcSpecs) -> None:
-    """Two one-shot deploys sharing one state dir, each with its own embedded server."""
+    """Two one-shot deploys sharing one state dir, each with its own embedded control plane."""
     add = calc_specs("1.0.0")["cp_calc.add"]
     specs = [with_version(add, "1.0.0")] + [_renamed(add, f"cp_calc.t{i:02d}") for i in range(39)]
     specs_file = tmp_path / "specs.json"
@@ -485,7 +469,7 @@ def test_concurrent_deploys_into_one_server_register_once(
     barrier = threading.Barrier(8)
 
     def worker() -> None:
-        client = ControlPlaneClient(controlplane.url)
+        client = RemoteControlPlane(controlplane.url)
         barrier.wait()
         outcomes.append(deploy(client, add))
 
@@ -504,16 +488,17 @@ def test_concurrent_deploys_into_one_server_register_once(
 def test_preview_cleanup_deletes_a_domain_or_a_version(
     controlplane: ControlPlaneServer, calc_specs: CalcSpecs
 ) -> None:
-    client = ControlPlaneClient(controlplane.url)
+    client = RemoteControlPlane(controlplane.url)
     for spec in calc_specs("pr-7-abc", domain="pr-7").values():
         deploy(client, spec)
     deploy(client, calc_specs("pr-7-def", domain="pr-7")["cp_calc.add"])
     deploy(client, calc_specs("v1")["cp_calc.add"])
+    plane = EmbeddedControlPlane(controlplane.store.state_dir)
 
     # Single tenant: whatever org the caller names, the preview's tasks are found.
-    assert controlplane.store.delete_version(PROJECT, "pr-7", "pr-7-abc", org="acme-org") == 2
+    assert plane.delete_versions(PROJECT, "pr-7", "acme-org", "pr-7-abc").tasks == 2
     assert client.list_versions(PROJECT, "pr-7", "", "cp_calc.add") == ["pr-7-def"]
-    assert controlplane.store.delete_domain(PROJECT, "pr-7") == 1
+    assert plane.delete_versions(PROJECT, "pr-7", "", "").tasks == 1
     assert client.list_tasks(PROJECT, "pr-7", "") == []
     assert client.get_task(PROJECT, DOMAIN, "", "cp_calc.add", "v1") is not None
 
@@ -526,7 +511,7 @@ def test_serve_runs_until_sigterm_and_logs_one_line_per_request(
 ) -> None:
     served = start_serve(tmp_path / "state")
     assert served.banner[1].strip() == f"flyte CLI/SDK endpoint: dns:///127.0.0.1:{served.port} --insecure"
-    client = ControlPlaneClient(served.endpoint, insecure=True)
+    client = RemoteControlPlane(served.endpoint, insecure=True)
     assert deploy(client, calc_specs()["cp_calc.add"]) == "registered"
     assert client.get_task(PROJECT, DOMAIN, "", "cp_calc.add", "v2") is None
 
@@ -541,7 +526,7 @@ def test_serve_runs_until_sigterm_and_logs_one_line_per_request(
 
     # State persists across restarts.
     again = start_serve(tmp_path / "state")
-    assert ControlPlaneClient(again.url).get_task(PROJECT, DOMAIN, "", "cp_calc.add", "v1") is not None
+    assert RemoteControlPlane(again.url).get_task(PROJECT, DOMAIN, "", "cp_calc.add", "v1") is not None
 
 
 def test_serve_on_a_busy_port_is_one_clear_error(controlplane: ControlPlaneServer, tmp_path: Path) -> None:

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from deployer.controlplane.client import ControlPlaneClient
-from deployer.controlplane.embedded import embedded_control_plane
+from deployer.controlplane.embedded import EmbeddedControlPlane
 from tests.fixtures.pipeline import REPO_ROOT, CliResult
 from tests.fixtures.stack import registry_manifest_digest
 
@@ -61,7 +60,7 @@ def test_container_mode_deploy_run_in_image_and_redeploy(
     assert envs["analysis"]["image"] == analysis_image
 
     # Read back through our client: the spec runs the image by digest, with no bundle.
-    with embedded_control_plane(hello_repo.path / ".flyte-deploy") as url, ControlPlaneClient(url) as client:
+    with EmbeddedControlPlane(hello_repo.path / ".flyte-deploy") as client:
         details = client.get_task("flytesnacks", "development", "", "analysis.greet", version)
     assert details is not None
     container = details.spec.task_template.container

@@ -12,10 +12,10 @@ import flyte
 import pytest
 from flyte._environment import list_loaded_environments
 
-from deployer.commands.options import build_request
-from deployer.discovery import discover
+from deployer.discovery import FlyteScope, discover
 from deployer.errors import DiscoveryError, UsageError
 from deployer.models import Discovery
+from deployer.request import DeployRequest
 from tests.projects import copy_project
 
 IMAGE = "ghcr.io/flyteorg/flyte:py3.11-v2.12.1"
@@ -23,7 +23,13 @@ IMAGE = "ghcr.io/flyteorg/flyte:py3.11-v2.12.1"
 
 def run(root: Path, path: Path | str, var: str | None = None, **flags: object) -> Discovery:
     target = Path(path) if Path(path).is_absolute() else root / path
-    return discover(build_request(path=target, env_var=var, root_dir=root, **flags))  # type: ignore[arg-type]
+    request = DeployRequest.of(target, var, root_dir=root, **flags)
+    return discover(request.selection, request.settings.root, FlyteScope(**_scope(request)))
+
+
+def _scope(request: DeployRequest) -> dict[str, str]:
+    settings = request.settings
+    return {"project": settings.project, "domain": settings.domain, "org": settings.org}
 
 
 def rel(files: tuple[Path, ...], root: Path) -> list[str]:

@@ -7,19 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from deployer.commands.options import build_request
 from deployer.discovery import discover
 from deployer.errors import GraphError
 from deployer.graph import resolve
 from deployer.models import EnvGraph
+from deployer.request import DeployRequest
 from tests.projects import copy_project
 
 IMAGE = "ghcr.io/flyteorg/flyte:py3.11-v2.12.1"
 
 
 def graph_of(root: Path, path: str, var: str | None = None, **flags: object) -> EnvGraph:
-    request = build_request(path=root / path, env_var=var, root_dir=root, **flags)  # type: ignore[arg-type]
-    return resolve(discover(request))
+    request = DeployRequest.of(root / path, var, root_dir=root, **flags)
+    return resolve(discover(request.selection, request.settings.root))
 
 
 def project(tmp_path: Path, source: str) -> Path:

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from deployer.controlplane.client import ControlPlaneClient
-from deployer.controlplane.embedded import embedded_control_plane
+from deployer.controlplane.embedded import EmbeddedControlPlane
+from deployer.controlplane.server import ControlPlaneServer
 from tests.fixtures.hardening import (
     cli,
     one_error_line,
@@ -81,7 +81,7 @@ def test_running_a_task_refuses_a_hostile_bundle_before_unpacking_it(tiny_repo: 
     # Content-addressed like a real bundle, so only the members can give it away.
     hostile = state / "bundles" / f"{hashlib.sha256(blob).hexdigest()}.tar.gz"
     hostile.write_bytes(blob)
-    with embedded_control_plane(state) as url, ControlPlaneClient(url) as client:
+    with EmbeddedControlPlane(state) as client:
         version = deployed.json["plan"]["version"]  # type: ignore[index]
         details = client.get_task("flytesnacks", "development", "", "base.double", version)
         assert details is not None
@@ -92,9 +92,7 @@ def test_running_a_task_refuses_a_hostile_bundle_before_unpacking_it(tiny_repo: 
         for i, arg in enumerate(args):
             if arg == version:
                 args[i] = "hostile"
-        client.deploy_task(
-            spec, project="flytesnacks", domain="development", org="", name="base.double", version="hostile"
-        )
+        client.deploy_task(spec)
 
     run = cli("run", "base.double", "--version", "hostile", "--input", "x=2", cwd=repo.path)
     assert run.code != 0
@@ -398,9 +396,9 @@ def test_the_control_plane_listens_on_loopback_unless_told_otherwise(
     assert served.url.startswith("http://127.0.0.1:")
     assert _listening_addresses(served.port) == {loopback}
 
-    with embedded_control_plane(tmp_path / "embedded") as url:
-        assert url.startswith("http://127.0.0.1:")
-        assert _listening_addresses(int(url.rsplit(":", 1)[1])) == {loopback}
+    with ControlPlaneServer.at(tmp_path / "embedded") as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        assert _listening_addresses(server.port) == {loopback}
 
     everywhere = start_serve(None, "--host", "0.0.0.0")
     assert _listening_addresses(everywhere.port) == {"00000000"}

@@ -60,7 +60,7 @@ def build(flyte_deploy: Cli, stack_deploy_args: list[str]) -> Callable[..., CliR
 
 def only_image(result: CliResult) -> dict[str, Any]:
     assert result.code == 0, result.stderr
-    images = result.json
+    images = result.json["images"]
     assert len(images) == 1, images
     return dict(images[0])
 
@@ -295,12 +295,13 @@ def test_identical_images_build_once_and_distinct_ones_concurrently(
     args = ("build", "workflows.py", "--all", "--mode", "container", *stack_deploy_args, "--json")
     result = flyte_deploy(*args, cwd=repo.path, env={"FLYTE_DEPLOY_BUILD_CONCURRENCY": "2"})
     assert result.code == 0, result.stderr
-    by_env = {image["env_name"]: image for image in result.json}
+    images = result.json["images"]
+    by_env = {image["env_name"]: image for image in images}
     assert set(by_env) == {"a", "b", "c"}
     assert by_env["a"]["digest"] == by_env["b"]["digest"] and by_env["a"]["uri"] == by_env["b"]["uri"]
     assert by_env["a"]["repository"].endswith("/a")  # a shared build is named after its first environment
     assert by_env["c"]["digest"] != by_env["a"]["digest"] and by_env["c"]["repository"].endswith("/c")
-    assert all(image["built"] for image in result.json)
+    assert all(image["built"] for image in images)
 
 
 def test_pushing_without_a_registry_is_a_usage_error(

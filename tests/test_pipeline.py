@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 
-from deployer.commands.options import build_request
-from deployer.controlplane.client import ControlPlaneClient
-from deployer.controlplane.embedded import embedded_control_plane
+from deployer.controlplane.embedded import EmbeddedControlPlane
 from deployer.controlplane.server import ControlPlaneServer
 from deployer.controlplane.store import TaskKey, TaskStore
 from deployer.errors import ControlPlaneError, VersionConflict
 from deployer.models import EnvDeployment, Mode
 from deployer.pipeline import run
+from deployer.request import DeployRequest
 from tests.fixtures.pipeline import CliResult
 
 CHAIN = ("pipeline/viz.py", "viz", "--mode", "bundle")
@@ -29,7 +28,7 @@ def statuses(result: CliResult) -> dict[str, str]:
 
 
 def stored_versions(state_dir: Path, task: str) -> list[str]:
-    with embedded_control_plane(state_dir) as url, ControlPlaneClient(url) as client:
+    with EmbeddedControlPlane(state_dir) as client:
         return client.list_versions("flytesnacks", "development", "", task)
 
 
@@ -53,7 +52,7 @@ def test_deploy_registers_dependencies_first_and_reads_back(project_repo, flyte_
     stored = state_dir / "bundles" / f"{bundle['digest']}.tar.gz"
     assert bundle["uri"] == stored.as_uri() and stored.is_file()
 
-    with embedded_control_plane(state_dir) as url, ControlPlaneClient(url) as client:
+    with EmbeddedControlPlane(state_dir) as client:
         details = client.get_task("flytesnacks", "development", "", "ml.train", version)
     assert details is not None
     container = details.spec.task_template.container
@@ -154,9 +153,9 @@ def test_control_plane_stopped_mid_deploy_then_rerun_completes(
         if env.name == "prep":
             served.stop()
 
-    request = build_request(
-        path=repo.path / "pipeline" / "viz.py",
-        env_var="viz",
+    request = DeployRequest.of(
+        repo.path / "pipeline" / "viz.py",
+        "viz",
         root_dir=repo.path,
         mode=Mode.bundle,
         endpoint=served.url,
@@ -246,9 +245,7 @@ def test_two_concurrent_deploys_of_one_commit(project_repo) -> None:
 
 def test_pipeline_report_carries_timings_and_specs(project_repo) -> None:
     repo = project_repo("chain")
-    request = build_request(
-        path=repo.path / "pipeline" / "viz.py", env_var="viz", root_dir=repo.path, mode=Mode.bundle
-    )
+    request = DeployRequest.of(repo.path / "pipeline" / "viz.py", "viz", root_dir=repo.path, mode=Mode.bundle)
     outcome = run(request)
     stages = [t.stage for t in outcome.report.timings]
     assert stages == ["plan", "validate", "bundle", "serialize", "register"]
@@ -258,9 +255,9 @@ def test_pipeline_report_carries_timings_and_specs(project_repo) -> None:
 
 def test_conflict_raises_before_registering(project_repo) -> None:
     repo = project_repo("chain")
-    request = build_request(
-        path=repo.path / "pipeline" / "viz.py",
-        env_var="viz",
+    request = DeployRequest.of(
+        repo.path / "pipeline" / "viz.py",
+        "viz",
         root_dir=repo.path,
         mode=Mode.bundle,
         version="v7",

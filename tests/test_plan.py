@@ -12,11 +12,11 @@ from typing import Any
 import flyte
 import pytest
 
-from deployer.commands.options import build_request
 from deployer.errors import PlanError, UsageError
 from deployer.images.spec import image_spec, parse_image_map
 from deployer.models import CopyStyle, Mode, Plan
 from deployer.plan import PlanResult, docker_answers, plan_request
+from deployer.request import DeployRequest
 from tests.fixtures.gitrepo import GitRepo, MakeGitRepo
 from tests.projects import copy_project
 
@@ -47,7 +47,7 @@ def make_project(make_git_repo: MakeGitRepo) -> Any:
 
 def plan_of(root: Path, path: str, var: str | None = None, **flags: Any) -> PlanResult:
     flags.setdefault("mode", Mode.bundle)
-    return plan_request(build_request(path=root / path, env_var=var, root_dir=root, **flags))
+    return plan_request(DeployRequest.of(root / path, var, root_dir=root, **flags))
 
 
 def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -88,6 +88,8 @@ def test_plan_json_has_what_the_issue_lists(make_project: Any) -> None:
     assert len(data["bundle"]["digest"]) == 64
     assert data["image_args"] == []
     assert data["root_dir"] == "."
+    # A versioned envelope around the plan itself.
+    assert (data.pop("schema_version"), data.pop("kind")) == (1, "plan")
     Plan.model_validate(data)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from flyte._internal.image_cache import ImageCache
 from flyteidl2.task import task_definition_pb2 as td
 
-from deployer.controlplane.client import ControlPlaneClient
+from deployer.controlplane.remote import RemoteControlPlane
 from deployer.controlplane.serialize import task_specs
 from deployer.controlplane.server import ControlPlaneServer
 from deployer.controlplane.specs import canonical_bytes, spec_differences
@@ -103,7 +103,7 @@ def test_real_flyte_cli_deploys_to_our_control_plane(
             assert spec_differences(comparable(theirs.spec), comparable(spec), limit=0) == []
 
     # Our client reads what the flyte CLI deployed.
-    details = ControlPlaneClient(controlplane.url).get_task(PROJECT, DOMAIN, "", "cp_calc.add", "1.0.0")
+    details = RemoteControlPlane(controlplane.url).get_task(PROJECT, DOMAIN, "", "cp_calc.add", "1.0.0")
     assert details is not None and details.spec.short_name == "add"
 
     # Deploying the same version again: flyte sees ALREADY_EXISTS and skips, successfully.
@@ -140,7 +140,7 @@ def test_flyte_sdk_reads_back_what_we_deployed(
     controlplane: ControlPlaneServer, flyte_project: MakeProject
 ) -> None:
     project = flyte_project({"app.py": CALC_PROJECT})
-    client = ControlPlaneClient(controlplane.url)
+    client = RemoteControlPlane(controlplane.url)
     sent: dict[str, td.TaskSpec] = {}
     for version in ("1.0.0", "1.1.0"):
         for spec in task_specs(
@@ -156,9 +156,7 @@ def test_flyte_sdk_reads_back_what_we_deployed(
             image_lookup={"cp_base": BASE_IMAGE},
         ):
             i = spec.task_template.id
-            assert client.deploy_task(
-                spec, project=PROJECT, domain=DOMAIN, org="", name=i.name, version=version
-            ) == ("registered")
+            assert client.deploy_task(spec) == "registered"
             sent[f"{i.name}@{version}"] = spec
 
     home = project.root.parent / "home"

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deployer.bundle.archive import archive_digest, build_bundle
 from deployer.bundle.extract import extract_bundle
 from deployer.bundle.selection import Selection, select
-from deployer.errors import BundleError
+from deployer.errors import BundleError, UsageError
 from deployer.models import BundleSpec, CopyStyle
+
+if TYPE_CHECKING:
+    from deployer.request import DeployRequest
 
 __all__ = [
     "BundleSpec",
@@ -24,6 +27,7 @@ __all__ = [
     "extract_bundle",
     "select",
     "select_files",
+    "select_for",
 ]
 
 
@@ -82,3 +86,29 @@ def env_includes(envs: Iterable[Any]) -> tuple[str, ...]:
             if str(path) not in resolved:
                 resolved.append(str(path))
     return tuple(resolved)
+
+
+def select_for(request: DeployRequest) -> Selection:
+    """The files a bundle of `request` holds: import what it names (for `loaded_modules` and `include`
+    entries), then select by its copy style."""
+    settings = request.settings
+    style = settings.copy_style.resolved()
+    if style is CopyStyle.none:
+        raise UsageError("--copy-style none: there is no bundle to build")
+    loaded: tuple[Path, ...] = ()
+    includes: tuple[str, ...] = ()
+    if request.selection.path is not None:
+        from deployer.discovery import FlyteScope, discover
+        from deployer.graph import resolve
+
+        scope = FlyteScope(project=settings.project, domain=settings.domain, org=settings.org)
+        graph = resolve(discover(request.selection, settings.root, scope))
+        loaded, includes = tuple(graph.loaded_files), env_includes(node.env for node in graph.environments)
+    elif style is CopyStyle.loaded_modules:
+        raise UsageError(
+            "--copy-style loaded_modules needs FILE VAR, --all FILE or --recursive DIR "
+            "(the bundle holds the modules that importing them loads)"
+        )
+    selection = select(settings.root, style, loaded, includes)
+    assert selection is not None  # only `none` selects nothing, and it was refused above
+    return selection

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -14,7 +13,8 @@ import typer
 
 from deployer.commands import options as o
 from deployer.errors import BundleError, UsageError
-from deployer.models import BundleArtifact, CopyStyle, DeployRequest
+from deployer.models import BundleArtifact
+from deployer.request import DeployRequest
 
 OutputOpt = Annotated[
     str | None,
@@ -27,60 +27,26 @@ OutputOpt = Annotated[
 ]
 
 
-def command(
-    path: o.PathArg = None,
-    env_var: o.VarArg = None,
-    all_envs: o.AllOpt = False,
-    recursive: o.RecursiveOpt = False,
-    root_dir: o.RootDirOpt = None,
-    copy_style: o.CopyStyleOpt = CopyStyle.loaded_modules,
-    output: OutputOpt = None,
-    as_json: o.JsonOpt = False,
-) -> None:
+@o.uses_request("root", "code", selection=True)
+def command(request: DeployRequest, output: OutputOpt = None, as_json: o.JsonOpt = False) -> None:
     """Build the code bundle (a reproducible .tar.gz named by its sha256) without uploading it."""
-    from deployer.bundle import build_bundle, select
+    from deployer import output as show
+    from deployer.bundle import build_bundle, select_for
 
-    request = o.build_request(
-        path=path,
-        env_var=env_var,
-        all_envs=all_envs,
-        recursive=recursive,
-        root_dir=root_dir,
-        copy_style=copy_style,
-    )
-    style = request.copy_style.resolved()
-    if style is CopyStyle.none:
-        raise UsageError("--copy-style none: there is no bundle to build")
-    loaded, includes = _discover(request)
-    selection = select(request.root_dir, style, loaded, includes)
-    assert selection is not None  # only `none` selects nothing, and it was refused above
+    root_dir = request.settings.root
+    style = request.settings.copy_style.resolved()
+    selection = select_for(request)
+    progress = show.ConsoleProgress()
     for warning in selection.warnings:
-        typer.echo(f"warning: {warning}", err=True)
-    out_dir, name = _destination(output, request.root_dir)
+        progress.warning(warning)
+    out_dir, name = _destination(output, root_dir)
     if name is None:
-        artifact = build_bundle(request.root_dir, selection.files, out_dir)
+        artifact = build_bundle(root_dir, selection.files, out_dir)
     else:
         # Built beside the target, so a `<sha256>.tar.gz` already in that directory is left alone.
         with _scratch_dir(out_dir) as scratch:
-            artifact = _rename(build_bundle(request.root_dir, selection.files, scratch), out_dir / name)
-    _emit(artifact, style, request.root_dir, as_json=as_json)
-
-
-def _discover(request: DeployRequest) -> tuple[tuple[Path, ...], tuple[str, ...]]:
-    """Loaded module files and `include` entries of the environments the request names."""
-    if request.path is None:
-        if request.copy_style.resolved() is CopyStyle.loaded_modules:
-            raise UsageError(
-                "--copy-style loaded_modules needs FILE VAR, --all FILE or --recursive DIR "
-                "(the bundle holds the modules that importing them loads)"
-            )
-        return (), ()
-    from deployer.bundle import env_includes
-    from deployer.discovery import discover
-    from deployer.graph import resolve
-
-    graph = resolve(discover(request))
-    return tuple(graph.loaded_files), env_includes(node.env for node in graph.environments)
+            artifact = _rename(build_bundle(root_dir, selection.files, scratch), out_dir / name)
+    show.emit_bundle(artifact, copy_style=style.value, root_dir=root_dir, as_json=as_json)
 
 
 def _destination(output: str | None, root_dir: Path) -> tuple[Path, str | None]:
@@ -110,23 +76,3 @@ def _rename(artifact: BundleArtifact, target: Path) -> BundleArtifact:
     except OSError as exc:
         raise BundleError(f"cannot write {target}: {exc.strerror}") from exc
     return artifact.model_copy(update={"path": target})
-
-
-def _emit(artifact: BundleArtifact, style: CopyStyle, root_dir: Path, *, as_json: bool) -> None:
-    if as_json:
-        document = {
-            "digest": artifact.digest,
-            "size": artifact.size,
-            "files": list(artifact.files),
-            "copy_style": style.value,
-            "root_dir": str(root_dir),
-            "path": str(artifact.path.resolve()),
-        }
-        print(json.dumps(document, indent=2))
-        return
-    count = len(artifact.files)
-    typer.echo(f"{artifact.path}")
-    typer.echo(
-        f"sha256 {artifact.digest} · {artifact.size} bytes · {count} file{'s' * (count != 1)} "
-        f"· copy style {style.value} · root {root_dir}"
-    )

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from deployer.errors import UsageError
+from deployer.settings import load_settings, option_info
 
 HostOpt = Annotated[
     str,
@@ -24,16 +25,16 @@ ServeStateDirOpt = Annotated[
     Path | None,
     typer.Option(
         "--state-dir",
-        envvar="FLYTE_DEPLOY_STATE_DIR",
-        help="Where the control plane keeps its SQLite state. Default: ./.flyte-deploy.",
+        help=f"Where the control plane keeps its SQLite state (env {option_info('state_dir').env[0]}; "
+        "default: ./.flyte-deploy).",
     ),
 ]
 ServeApiKeyOpt = Annotated[
     str | None,
     typer.Option(
         "--api-key",
-        envvar="FLYTE_DEPLOY_SERVE_API_KEY",
-        help="Require `authorization: Bearer KEY` on every request.",
+        help="Require `authorization: Bearer KEY` on every request "
+        f"(env {option_info('serve_api_key').env[0]}).",
         show_default=False,
     ),
 ]
@@ -48,13 +49,14 @@ def command(
     """Serve flyteidl2 TaskService (DeployTask, GetTaskDetails, ListTasks, ListVersions) until
     Ctrl-C or SIGTERM. The `flyte` CLI and SDK can use it: --endpoint dns:///HOST:PORT --insecure."""
     from deployer.controlplane.server import ControlPlaneServer
-    from deployer.controlplane.store import TaskStore
 
     if not 0 <= port <= 65535:
         raise UsageError(f"--port {port}: must be between 0 and 65535")
-    state = (state_dir or Path.cwd() / ".flyte-deploy").resolve()
+    settings = load_settings({"state_dir": state_dir, "serve_api_key": api_key})
+    api_key = settings.serve_api_key.get_secret_value() if settings.serve_api_key else None
+    state = settings.state
     _configure_request_log()
-    server = ControlPlaneServer(TaskStore(state), host, port, api_key=api_key)
+    server = ControlPlaneServer.at(state, host, port, api_key=api_key)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -1,11 +1,31 @@
 """The control plane side of a deploy: Flyte's wire protocol, spoken by our client and our server.
 
+- `base`: the `ControlPlane` interface every deploy talks to; `remote` (ConnectRPC to an endpoint) and
+  `embedded` (the same handlers in-process, SQLite state) implement it; `open_control_plane` picks one.
 - `serialize`: tasks → flyteidl2 `TaskSpec` through the flyte SDK's own serializer.
 - `specs`: how two specs compare (deterministic bytes), shared by client and server.
-- `client`: `ControlPlaneClient`, flyteidl2 `TaskService` over ConnectRPC, for every deploy.
-- The embedded control plane (`flyte-deploy serve`, or in-process for a one-shot deploy when no
-  endpoint is given): `store` (SQLite), `validation`, `service` (the `TaskService` logic), `server`
-  (HTTP), `embedded` (start/stop around one deploy).
+- The embedded control plane's server side: `store` (SQLite), `validation`, `service` (the `TaskService`
+  logic), `server` (HTTP, for `flyte-deploy serve` and peers such as the `flyte` CLI).
 
 Submodules are imported on demand: importing this package loads nothing heavy.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deployer.controlplane.base import ControlPlane
+    from deployer.settings import Settings
+
+
+def open_control_plane(settings: Settings) -> ControlPlane:
+    """The plane `settings` name: `endpoint` (remote), else the embedded one in the state dir."""
+    if settings.endpoint:
+        from deployer.controlplane.remote import RemoteControlPlane
+
+        api_key = settings.api_key.get_secret_value() if settings.api_key else None
+        return RemoteControlPlane(settings.endpoint, insecure=settings.insecure, api_key=api_key)
+    from deployer.controlplane.embedded import EmbeddedControlPlane
+
+    return EmbeddedControlPlane(settings.state)

@@ -1,24 +1,56 @@
-"""The embedded control plane, started in-process for one deploy and stopped after it."""
+"""`EmbeddedControlPlane`: the control plane's own service handlers, called in-process.
+
+The same `TaskService` that `flyte-deploy serve` exposes over HTTP, over the SQLite state in
+`state_dir`, without a socket: a one-shot deploy with no endpoint needs no server. Other processes may
+use the same state dir at the same time (SQLite WAL).
+"""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from deployer.controlplane.server import ControlPlaneServer
+from flyteidl2.task import task_service_pb2 as ts
+
+from deployer.controlplane.base import ControlPlane, DeletedVersions, TaskCalls
+from deployer.controlplane.service import TaskService
 from deployer.controlplane.store import TaskStore
 
 
-@contextlib.contextmanager
-def embedded_control_plane(state_dir: Path) -> Iterator[str]:
-    """Serve the control plane whose state lives in `state_dir` on a free 127.0.0.1 port; yield its
-    endpoint URL (`http://127.0.0.1:PORT`, plain HTTP) and stop it on exit.
+class _InProcess:
+    """The handlers' `(request, ctx)` methods in the `TaskCalls` shape; no handler reads the context."""
 
-    Other processes may use the same `state_dir` at the same time (SQLite WAL)."""
-    server = ControlPlaneServer(TaskStore(state_dir), "127.0.0.1", 0)
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    def __init__(self, service: TaskService) -> None:
+        self._service = service
+        self._ctx: Any = None
+
+    def deploy_task(self, request: ts.DeployTaskRequest) -> ts.DeployTaskResponse:
+        return self._service.deploy_task(request, self._ctx)
+
+    def get_task_details(self, request: ts.GetTaskDetailsRequest) -> ts.GetTaskDetailsResponse:
+        return self._service.get_task_details(request, self._ctx)
+
+    def list_tasks(self, request: ts.ListTasksRequest) -> ts.ListTasksResponse:
+        return self._service.list_tasks(request, self._ctx)
+
+    def list_versions(self, request: ts.ListVersionsRequest) -> ts.ListVersionsResponse:
+        return self._service.list_versions(request, self._ctx)
+
+
+class EmbeddedControlPlane(ControlPlane):
+    def __init__(self, state_dir: Path) -> None:
+        self.store = TaskStore(state_dir)
+        super().__init__(f"embedded ({Path(state_dir)})", attempts=1)
+        self._calls = _InProcess(TaskService(self.store))
+
+    @property
+    def _tasks(self) -> TaskCalls:
+        return self._calls
+
+    def delete_versions(self, project: str, domain: str, org: str, prefix: str) -> DeletedVersions:
+        deleted = self.store.delete_versions(project, domain, prefix, org=org)
+        return DeletedVersions(
+            versions=tuple(sorted({t.key.version for t in deleted})),
+            tasks=len(deleted),
+            images=tuple(sorted({image for t in deleted if (image := t.spec.task_template.container.image)})),
+        )

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
@@ -47,6 +48,13 @@ class ControlPlaneServer:
             raise DeployError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         self._server.set_app(_logged(app))
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def at(
+        cls, state_dir: Path, host: str = "127.0.0.1", port: int = 0, *, api_key: str | None = None
+    ) -> ControlPlaneServer:
+        """A server over the control plane state in `state_dir` (created if missing)."""
+        return cls(TaskStore(state_dir), host, port, api_key=api_key)
 
     @property
     def host(self) -> str:

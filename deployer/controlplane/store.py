@@ -6,8 +6,8 @@ Each deploy request is one `BEGIN IMMEDIATE` transaction: the existence check an
 under the write lock, so two processes racing on one version end with exactly one row and the loser
 sees it as existing.
 
-flyteidl2's `TaskService` has no delete RPC, so cleanup (PR previews) is a local call on this class:
-`TaskStore(state_dir).delete_domain(project, domain)` or `.delete_version(project, domain, version)`.
+flyteidl2's `TaskService` has no delete RPC, so cleanup (PR previews) is a local call on this class,
+`delete_versions(project, domain, prefix)`, which `EmbeddedControlPlane.delete_versions` exposes.
 
 The embedded plane is single-tenant: every method accepts an `org` and ignores it. The flyte SDK
 derives an org from the endpoint's host name when none is configured (`dns:///127.0.0.1:8090` gives
@@ -155,20 +155,16 @@ class TaskStore:
             )
         return PutOutcome.registered, new
 
-    def delete_version(self, project: str, domain: str, version: str, *, org: str = "") -> int:
-        """Delete every task of one version in a project/domain. Returns the number of tasks deleted."""
+    def delete_versions(self, project: str, domain: str, prefix: str, *, org: str = "") -> list[StoredTask]:
+        """Delete every task whose version starts with `prefix` in a project/domain, in one statement.
+        Returns the rows deleted."""
         with self._connect() as db, _write(db):
-            cur = db.execute(
-                "DELETE FROM tasks WHERE project = ? AND domain = ? AND version = ?",
-                (project, domain, version),
-            )
-            return cur.rowcount
-
-    def delete_domain(self, project: str, domain: str, *, org: str = "") -> int:
-        """Delete every task of every version in a project/domain (a PR preview's domain)."""
-        with self._connect() as db, _write(db):
-            cur = db.execute("DELETE FROM tasks WHERE project = ? AND domain = ?", (project, domain))
-            return cur.rowcount
+            rows = db.execute(
+                f"DELETE FROM tasks WHERE project = ? AND domain = ? AND substr(version, 1, ?) = ?"
+                f" RETURNING {_COLUMNS}",
+                (project, domain, len(prefix), prefix),
+            ).fetchall()
+        return [_stored(r) for r in rows]
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -26,7 +26,8 @@ from deployer.images.auth import Credentials
 from deployer.images.registry import RegistryClient
 from deployer.images.render import CodeFiles, RenderedImage, render_image
 from deployer.images.tags import parse_mirrors, repository, sanitize_tag
-from deployer.models import BuiltImage, CopyStyle, DeployRequest, EnvGraph, Plan, PlannedEnv
+from deployer.models import BuiltImage, CopyStyle, EnvGraph, Plan, PlannedEnv
+from deployer.request import DeployRequest
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -66,17 +67,19 @@ def build_images(
     groups = render_groups(plan, graph, request)
     if not groups:
         return ()
-    writes = request.push and not request.dry_run
-    if writes and not request.registry:
+    writes = request.settings.push and not request.settings.dry_run
+    if writes and not request.settings.registry:
         envs = ", ".join(env for g in groups for env in g.envs)
         raise UsageError(f"--registry is required to push the images built for {envs} (or pass --no-push)")
     git_tags = tuple(dict.fromkeys(sanitize_tag(t) for t in plan.image_tags))
     labels = oci_labels(git, plan.version)
-    credentials = Credentials.from_env(request.registry)
+    credentials = Credentials.from_env(request.settings.registry)
     with RegistryClient(credentials) as registry:
-        if request.dry_run:
+        if request.settings.dry_run:
             for group in groups:
-                group.result = _dry_run_result(group, registry if request.registry else None, console)
+                group.result = _dry_run_result(
+                    group, registry if request.settings.registry else None, console
+                )
         else:
             from deployer.images.builder import DockerBuilder
 
@@ -97,7 +100,7 @@ def build_images(
 
 def render_groups(plan: Plan, graph: EnvGraph, request: DeployRequest) -> list[_Group]:
     """Render every image the plan needs and group environments by identity (no I/O but reading files)."""
-    mirrors = parse_mirrors(request.base_image_mirrors)
+    mirrors = parse_mirrors(request.settings.base_image_mirrors)
     root_dir = Path(graph.root_dir)
     groups: dict[str, _Group] = {}
     for planned in plan.environments:
@@ -112,7 +115,7 @@ def render_groups(plan: Plan, graph: EnvGraph, request: DeployRequest) -> list[_
             root_dir=root_dir,
             mirrors=mirrors,
             code=code,
-            copy_style=(plan.copy_style or request.copy_style.resolved()).value,
+            copy_style=(plan.copy_style or request.settings.copy_style.resolved()).value,
             select_code=_code_selector(graph, root_dir),
             name=planned.name,
         )
@@ -120,7 +123,7 @@ def render_groups(plan: Plan, graph: EnvGraph, request: DeployRequest) -> list[_
         if existing is not None:
             existing.envs.append(planned.name)
             continue
-        repo = repository(request.registry, _image_name(planned.name, image))
+        repo = repository(request.settings.registry, _image_name(planned.name, image))
         groups[rendered.identity] = _Group(rendered=rendered, envs=[planned.name], repository=repo)
     _check_repositories(list(groups.values()))
     for group in groups.values():
@@ -156,8 +159,8 @@ class _Worker:
         self.builder = builder
         self.registry = registry
         self.progress = progress
-        self.push = request.push
-        self.has_registry = bool(request.registry)
+        self.push = request.settings.push
+        self.has_registry = bool(request.settings.registry)
         self.git_tags = git_tags
         self.labels = labels
 
@@ -299,7 +302,7 @@ def _base_reference(planned: PlannedEnv, image: Any, request: DeployRequest) -> 
         return planned.image.uri
     if image._ref_name is None:
         return image.base_image
-    return mapped_uri(planned.name, image._ref_name, parse_image_map(request.images))
+    return mapped_uri(planned.name, image._ref_name, parse_image_map(request.settings.images))
 
 
 def _image_name(env_name: str, image: Any) -> str:

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
 from flyteidl2.task.task_definition_pb2 import TaskSpec
 
 from deployer.errors import RunError
-
-
-@contextlib.contextmanager
-def _endpoint(endpoint: str | None, state_dir: Path) -> Iterator[str]:
-    if endpoint is not None:
-        yield endpoint
-        return
-    from deployer.controlplane.embedded import embedded_control_plane
-
-    with embedded_control_plane(state_dir) as url:
-        yield url
 
 
 def fetch_spec(
@@ -35,14 +22,20 @@ def fetch_spec(
     state_dir: Path,
 ) -> tuple[TaskSpec, str]:
     """The deployed `TaskSpec` of `task` (ENV.TASK) and its version: `version`, else the newest one."""
-    from deployer.controlplane.client import ControlPlaneClient
+    from deployer.controlplane.base import ControlPlane
 
     where = f"{project}/{domain}" + (f" (org {org})" if org else "")
     where += f" at {_show(endpoint, state_dir)}"
-    with (
-        _endpoint(endpoint, state_dir) as url,
-        ControlPlaneClient(url, insecure=insecure, api_key=api_key) as client,
-    ):
+    plane: ControlPlane
+    if endpoint is not None:
+        from deployer.controlplane.remote import RemoteControlPlane
+
+        plane = RemoteControlPlane(endpoint, insecure=insecure, api_key=api_key)
+    else:
+        from deployer.controlplane.embedded import EmbeddedControlPlane
+
+        plane = EmbeddedControlPlane(state_dir)
+    with plane as client:
         if version is None:
             versions = client.list_versions(project, domain, org, task)
             if not versions:

@@ -1,33 +1,29 @@
-"""Our client of a Flyte 2 control plane: flyteidl2 `TaskService` over ConnectRPC.
+"""`ControlPlane`: what a deploy asks of a Flyte 2 control plane, whoever serves it.
 
-Used for every deploy, whether the endpoint is a real Flyte 2 deployment or the embedded plane.
-
-Endpoints: `http://HOST:PORT`, `https://HOST[:PORT]`, or Flyte's `dns:///HOST:PORT` / bare
-`HOST:PORT` (HTTPS, or plain HTTP with `insecure=True`, as `flyte --insecure` does). An API key is
-sent as `authorization: Bearer KEY`.
-
-Connection failures (Connect code UNAVAILABLE) are retried a bounded number of times with
-exponential backoff, then reported as `ControlPlaneError`. A retried DeployTask is safe: if the
-first attempt did land, the retry finds the identical spec and reports the task "unchanged".
+Two implementations speak the same flyteidl2 services: `RemoteControlPlane` (ConnectRPC to any endpoint)
+and `EmbeddedControlPlane` (the same service handlers called in-process, over the local SQLite state).
+Everything both share lives here: immutability of versions (an existing version with a different spec is
+a `VersionConflict`), bounded retries while the plane is unreachable, and one clear line per refusal.
+Operations a plane may lack (deleting versions: Flyte's TaskService has no delete) raise `Unsupported`.
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
-from typing import Literal, TypeVar
-from urllib.parse import urlparse
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Literal, Protocol, TypeVar
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from flyteidl2.common import identifier_pb2, list_pb2
 from flyteidl2.task import task_definition_pb2 as td
 from flyteidl2.task import task_service_pb2 as ts
-from flyteidl2.task.task_service_connect import TaskServiceClientSync
 
 from deployer.controlplane.specs import spec_differences, spec_digest
-from deployer.errors import ControlPlaneError, UsageError, VersionConflict
+from deployer.errors import ControlPlaneError, VersionConflict
+from deployer.models import Model
 
 DeployOutcome = Literal["registered", "unchanged"]
 
@@ -35,84 +31,82 @@ _T = TypeVar("_T")
 _PAGE = 100
 
 
-def normalize_endpoint(endpoint: str, *, insecure: bool = False) -> str:
-    """The base URL ConnectRPC posts to, from any endpoint form Flyte users write."""
-    raw = endpoint.strip().rstrip("/")
-    parsed = urlparse(raw)
-    scheme = "http" if insecure else "https"
-    if parsed.scheme in ("http", "https") and parsed.netloc:
-        return raw
-    if parsed.scheme == "dns":
-        host = parsed.path.lstrip("/")
-        if not host:
-            raise UsageError(f"--endpoint {endpoint!r}: dns:/// needs HOST:PORT, e.g. dns:///127.0.0.1:8090")
-        return f"{scheme}://{host}"
-    # urlparse reads "host:8090" as scheme "host"; a real unknown scheme has a netloc.
-    if parsed.netloc or not raw or " " in raw:
-        raise UsageError(
-            f"--endpoint {endpoint!r}: use http://HOST:PORT, https://HOST, dns:///HOST:PORT or HOST:PORT"
-        )
-    return f"{scheme}://{raw}"
+class Unsupported(ControlPlaneError):
+    """The control plane has no such operation (e.g. deleting task versions)."""
 
 
-class ControlPlaneClient:
-    def __init__(
-        self,
-        endpoint: str,
-        *,
-        insecure: bool = False,
-        api_key: str | None = None,
-        timeout_s: float = 30.0,
-        attempts: int = 4,
-        backoff_s: float = 0.25,
-    ) -> None:
-        self.url = normalize_endpoint(endpoint, insecure=insecure)
-        self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+class DeletedVersions(Model):
+    """What `delete_versions` removed."""
+
+    versions: tuple[str, ...] = ()
+    tasks: int = 0
+    images: tuple[str, ...] = ()
+    """The container images the deleted tasks ran in (a preview's image repositories)."""
+
+
+class TaskCalls(Protocol):
+    """flyteidl2 TaskService, request in and response out: a Connect client or the handlers themselves."""
+
+    def deploy_task(self, request: ts.DeployTaskRequest) -> ts.DeployTaskResponse: ...
+
+    def get_task_details(self, request: ts.GetTaskDetailsRequest) -> ts.GetTaskDetailsResponse: ...
+
+    def list_tasks(self, request: ts.ListTasksRequest) -> ts.ListTasksResponse: ...
+
+    def list_versions(self, request: ts.ListVersionsRequest) -> ts.ListVersionsResponse: ...
+
+
+class ControlPlane(ABC):
+    def __init__(self, label: str, *, attempts: int = 4, backoff_s: float = 0.25) -> None:
+        self.label = label
+        """How the plane is named in messages (never with credentials)."""
         self._attempts = max(1, attempts)
         self._backoff_s = backoff_s
-        self._rpc = TaskServiceClientSync(self.url, timeout_ms=int(timeout_s * 1000))
 
-    def close(self) -> None:
-        self._rpc.close()
+    @property
+    @abstractmethod
+    def _tasks(self) -> TaskCalls: ...
 
-    def __enter__(self) -> ControlPlaneClient:
+    def close(self) -> None:  # noqa: B027 (most planes hold nothing to release)
+        """Release connections."""
+
+    def __enter__(self) -> ControlPlane:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- TaskService ------------------------------------------------------------------------
+    # -- tasks ------------------------------------------------------------------------------------------
 
-    def deploy_task(
-        self, spec: td.TaskSpec, *, project: str, domain: str, org: str, name: str, version: str
-    ) -> DeployOutcome:
-        """Register `spec` under the given identifier.
+    def deploy_task(self, spec: td.TaskSpec, triggers: Sequence[td.TaskTrigger] = ()) -> DeployOutcome:
+        """Register `spec` under the identifier it carries.
 
-        Returns "registered", or "unchanged" when the version already exists with an identical spec;
-        raises `VersionConflict` when it exists with a different one (versions are immutable)."""
-        task_id = td.TaskIdentifier(org=org, project=project, domain=domain, name=name, version=version)
+        Returns "registered", or "unchanged" when that version exists with an identical spec; raises
+        `VersionConflict` when it exists with a different one (versions are immutable)."""
+        task_id = _task_id(spec)
+        name, version = task_id.name, task_id.version
+        request = ts.DeployTaskRequest(task_id=task_id, spec=spec, triggers=list(triggers))
         try:
             self._call(
                 f"deploy task {name} version {version}",
-                lambda: self._rpc.deploy_task(
-                    ts.DeployTaskRequest(task_id=task_id, spec=spec), headers=self._headers
-                ),
+                lambda: self._tasks.deploy_task(request),
                 tolerate=(Code.ALREADY_EXISTS,),
             )
             return "registered"
         except _Tolerated:
             pass
-        existing = self.get_task(project, domain, org, name, version)
+        existing = self.get_task(task_id.project, task_id.domain, task_id.org, name, version)
+        where = f"{task_id.project}/{task_id.domain}"
         if existing is None:
             raise ControlPlaneError(
-                f"control plane {self.url} says task {name} version {version} exists in {project}/{domain}, "
+                f"control plane {self.label} says task {name} version {version} exists in {where}, "
                 "but cannot return it"
             )
         if spec_digest(existing.spec) == spec_digest(spec):
             return "unchanged"
         fields = ", ".join(spec_differences(existing.spec, spec)) or "encoding"
         raise VersionConflict(
-            f"task {name} version {version} already exists in {project}/{domain} with a different spec "
+            f"task {name} version {version} already exists in {where} with a different spec "
             f"(differs in: {fields}); versions are immutable: deploy under a new version"
         )
 
@@ -122,9 +116,7 @@ class ControlPlaneClient:
         try:
             response = self._call(
                 f"get task {name} version {version}",
-                lambda: self._rpc.get_task_details(
-                    ts.GetTaskDetailsRequest(task_id=task_id), headers=self._headers
-                ),
+                lambda: self._tasks.get_task_details(ts.GetTaskDetailsRequest(task_id=task_id)),
                 tolerate=(Code.NOT_FOUND,),
             )
         except _Tolerated:
@@ -139,7 +131,7 @@ class ControlPlaneClient:
             request = ts.ListTasksRequest(
                 project_id=scope, request=list_pb2.ListRequest(limit=_PAGE, token=token)
             )
-            response = self._rpc.list_tasks(request, headers=self._headers)
+            response = self._tasks.list_tasks(request)
             return list(response.tasks), response.token
 
         return self._all_pages(f"list tasks of {project}/{domain}", page)
@@ -152,12 +144,16 @@ class ControlPlaneClient:
             request = ts.ListVersionsRequest(
                 task_name=task_name, request=list_pb2.ListRequest(limit=_PAGE, token=token)
             )
-            response = self._rpc.list_versions(request, headers=self._headers)
+            response = self._tasks.list_versions(request)
             return [v.version for v in response.versions], response.token
 
         return self._all_pages(f"list versions of task {name}", page)
 
-    # -- plumbing ---------------------------------------------------------------------------
+    def delete_versions(self, project: str, domain: str, org: str, prefix: str) -> DeletedVersions:
+        """Delete every task version of the project/domain whose version starts with `prefix`."""
+        raise Unsupported(f"control plane {self.label} cannot delete task versions (Flyte has no delete)")
+
+    # -- plumbing ---------------------------------------------------------------------------------------
 
     def _all_pages(self, what: str, page: Callable[[str], tuple[list[_T], str]]) -> list[_T]:
         items: list[_T] = []
@@ -185,20 +181,25 @@ class ControlPlaneClient:
         reason = exc.message or exc.code.name
         if exc.code == Code.UNAVAILABLE:
             return ControlPlaneError(
-                f"control plane {self.url} is unreachable ({reason}) after {attempts} attempts to {what}"
+                f"control plane {self.label} is unreachable ({reason}) after {attempts} attempts to {what}"
             )
         if exc.code in (Code.UNAUTHENTICATED, Code.PERMISSION_DENIED):
             return ControlPlaneError(
-                f"control plane {self.url} refused to {what}: {exc.code.name}: {reason} "
-                "(check --api-key / FLYTE_DEPLOY_API_KEY)"
+                f"control plane {self.label} refused to {what}: {exc.code.name}: {reason} "
+                "(check the control plane credential: --api-key, or the Flyte config)"
             )
         if exc.code == Code.UNIMPLEMENTED:
             return ControlPlaneError(
-                f"{self.url} does not serve flyteidl2 TaskService (cannot {what}: {reason}); "
+                f"{self.label} does not serve flyteidl2 TaskService (cannot {what}: {reason}); "
                 "is --endpoint a Flyte 2 control plane?"
             )
-        return ControlPlaneError(f"control plane {self.url} refused to {what}: {exc.code.name}: {reason}")
+        return ControlPlaneError(f"control plane {self.label} refused to {what}: {exc.code.name}: {reason}")
 
 
 class _Tolerated(Exception):
     """An expected Connect error code that the caller turns into a result."""
+
+
+def _task_id(spec: td.TaskSpec) -> td.TaskIdentifier:
+    i = spec.task_template.id
+    return td.TaskIdentifier(org=i.org, project=i.project, domain=i.domain, name=i.name, version=i.version)

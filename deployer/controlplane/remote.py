@@ -1,0 +1,85 @@
+"""`RemoteControlPlane`: flyteidl2 services over ConnectRPC, for any Flyte 2 endpoint.
+
+Endpoints: `http://HOST:PORT`, `https://HOST[:PORT]`, or Flyte's `dns:///HOST:PORT` / bare `HOST:PORT`
+(HTTPS, or plain HTTP with `insecure=True`, as `flyte --insecure` does). An API key is sent as
+`authorization: Bearer KEY`.
+
+Connection failures (Connect code UNAVAILABLE) are retried a bounded number of times with exponential
+backoff (see `ControlPlane`). A retried DeployTask is safe: if the first attempt did land, the retry finds
+the identical spec and reports the task "unchanged".
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from flyteidl2.task import task_service_pb2 as ts
+from flyteidl2.task.task_service_connect import TaskServiceClientSync
+
+from deployer.controlplane.base import ControlPlane, TaskCalls
+from deployer.errors import UsageError
+
+
+def normalize_endpoint(endpoint: str, *, insecure: bool = False) -> str:
+    """The base URL ConnectRPC posts to, from any endpoint form Flyte users write."""
+    raw = endpoint.strip().rstrip("/")
+    parsed = urlparse(raw)
+    scheme = "http" if insecure else "https"
+    if parsed.scheme in ("http", "https") and parsed.netloc:
+        return raw
+    if parsed.scheme == "dns":
+        host = parsed.path.lstrip("/")
+        if not host:
+            raise UsageError(f"--endpoint {endpoint!r}: dns:/// needs HOST:PORT, e.g. dns:///127.0.0.1:8090")
+        return f"{scheme}://{host}"
+    # urlparse reads "host:8090" as scheme "host"; a real unknown scheme has a netloc.
+    if parsed.netloc or not raw or " " in raw:
+        raise UsageError(
+            f"--endpoint {endpoint!r}: use http://HOST:PORT, https://HOST, dns:///HOST:PORT or HOST:PORT"
+        )
+    return f"{scheme}://{raw}"
+
+
+class _Headers:
+    """A generated sync client with fixed request headers: the `TaskCalls` shape."""
+
+    def __init__(self, client: TaskServiceClientSync, headers: dict[str, str]) -> None:
+        self._client = client
+        self._headers = headers
+
+    def deploy_task(self, request: ts.DeployTaskRequest) -> ts.DeployTaskResponse:
+        return self._client.deploy_task(request, headers=self._headers)
+
+    def get_task_details(self, request: ts.GetTaskDetailsRequest) -> ts.GetTaskDetailsResponse:
+        return self._client.get_task_details(request, headers=self._headers)
+
+    def list_tasks(self, request: ts.ListTasksRequest) -> ts.ListTasksResponse:
+        return self._client.list_tasks(request, headers=self._headers)
+
+    def list_versions(self, request: ts.ListVersionsRequest) -> ts.ListVersionsResponse:
+        return self._client.list_versions(request, headers=self._headers)
+
+
+class RemoteControlPlane(ControlPlane):
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        insecure: bool = False,
+        api_key: str | None = None,
+        timeout_s: float = 30.0,
+        attempts: int = 4,
+        backoff_s: float = 0.25,
+    ) -> None:
+        self.url = normalize_endpoint(endpoint, insecure=insecure)
+        super().__init__(self.url, attempts=attempts, backoff_s=backoff_s)
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = TaskServiceClientSync(self.url, timeout_ms=int(timeout_s * 1000))
+        self._calls = _Headers(self._client, headers)
+
+    @property
+    def _tasks(self) -> TaskCalls:
+        return self._calls
+
+    def close(self) -> None:
+        self._client.close()
