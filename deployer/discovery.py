@@ -21,9 +21,8 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 
 import flyte
-from flyte._environment import _ENVIRONMENT_REGISTRY
-from flyte._initialize import _InitConfig, init_config_context
 
+from deployer import sdk
 from deployer.bundle.ignore import IgnoreRules
 from deployer.errors import DiscoveryError, UsageError
 from deployer.models import DiscoveredEnv, Discovery, Model
@@ -160,22 +159,17 @@ class _ImportScope:
         self._path_before = list(sys.path)
         sys.path.insert(0, str(self.root_dir))
         self._modules_before = set(sys.modules)
-        self._registry_len = len(_ENVIRONMENT_REGISTRY)
-        config = _InitConfig(
-            root_dir=self.root_dir,
-            project=self.flyte_scope.project,
-            domain=self.flyte_scope.domain,
-            org=self.flyte_scope.org or None,
+        scope = self.flyte_scope
+        self._capture = sdk.capture_environments(
+            self.root_dir, project=scope.project, domain=scope.domain, org=scope.org
         )
-        self._config = init_config_context(config)
-        self._config.__enter__()
+        self._created = self._capture.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._config.__exit__(None, None, None)
+        self._capture.__exit__(None, None, None)
         sys.path[:] = self._path_before
-        self.environments = list(_ENVIRONMENT_REGISTRY[self._registry_len :])
-        del _ENVIRONMENT_REGISTRY[self._registry_len :]
+        self.environments = list(self._created)
         for name in sorted(set(sys.modules) - self._modules_before):
             module = sys.modules.get(name)
             if module is not None and _is_user_module(module, self.root_dir):
@@ -327,7 +321,8 @@ def _discovered(
     fallback: Path,
     var: str | None = None,
 ) -> DiscoveredEnv:
-    declared = Path(env._declaring_file).resolve() if env._declaring_file else None
+    file_of = sdk.declaring_file(env)
+    declared = file_of.resolve() if file_of else None
     names = bindings.get(id(env), [])
     # Prefer the binding in the file that created it over re-exports elsewhere.
     binding = next((b for b in names if b[0] == declared), names[0] if names else None)

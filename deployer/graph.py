@@ -12,6 +12,7 @@ from pathlib import Path
 
 import flyte
 
+from deployer import sdk
 from deployer.errors import GraphError
 from deployer.models import DiscoveredEnv, Discovery, EnvGraph
 
@@ -61,7 +62,7 @@ def _closure(discovery: Discovery, known: dict[int, DiscoveredEnv]) -> dict[str,
 
 def _undiscovered(env: flyte.Environment, parent: DiscoveredEnv) -> DiscoveredEnv:
     """A dependency created outside the imported files (e.g. in an installed package)."""
-    file = Path(env._declaring_file) if env._declaring_file else parent.file
+    file = sdk.declaring_file(env) or parent.file
     return DiscoveredEnv(name=env.name, env=env, var=None, file=file)
 
 

@@ -13,9 +13,10 @@ import pytest
 from flyte._internal.image_cache import ImageCache
 from flyteidl2.task.task_definition_pb2 import TaskSpec
 
-from deployer.controlplane.serialize import SdkInternalsChanged, sdk_internals_check, task_specs
+from deployer.controlplane.serialize import task_specs
 from deployer.controlplane.specs import spec_digest
 from deployer.errors import PlanError
+from deployer.sdk import SdkInternalsChanged, sdk_internals_check
 from tests.fixtures.controlplane import BASE_IMAGE, CALC_IMAGE, CALC_PROJECT, MakeProject
 
 BUNDLE_URI = "s3://flyte-deploy-test/bundles/sha256-abc.tar.gz"

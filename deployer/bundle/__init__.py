@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deployer import sdk
 from deployer.bundle.archive import archive_digest, build_bundle
 from deployer.bundle.extract import extract_bundle
 from deployer.bundle.selection import Selection, select
@@ -73,7 +74,7 @@ def env_includes(envs: Iterable[Any]) -> tuple[str, ...]:
         entries = tuple(getattr(env, "include", ()) or ())
         if not entries:
             continue
-        declaring = getattr(env, "_declaring_file", None)
+        declaring = sdk.declaring_file(env)
         for entry in entries:
             path = Path(entry)
             if not path.is_absolute():

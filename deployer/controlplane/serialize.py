@@ -11,8 +11,7 @@ Two inputs are made deterministic where flyte reads process state:
   `sys.path` holds in this process, and is deduplicated (flyte repeats an entry as often as it
   appears in `sys.path`).
 
-These are internal SDK APIs: `pyproject.toml` pins flyte to one minor line and
-`sdk_internals_check()` fails loudly, naming what moved, if a release changes them.
+These are internal SDK APIs, reached through `deployer.sdk` (which `sdk_internals_check()` covers).
 """
 
 from __future__ import annotations
@@ -20,9 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import dataclasses
-import functools
-import inspect
 import logging
 import threading
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
@@ -32,15 +28,10 @@ from typing import Any, TypeVar
 import flyte
 from flyteidl2.task.task_definition_pb2 import TaskSpec
 
+from deployer import sdk
 from deployer.errors import DeployError, PlanError
 
-SUPPORTED_FLYTE = "2.12"
-
 _T = TypeVar("_T")
-
-
-class SdkInternalsChanged(DeployError):
-    """The installed flyte SDK no longer has the internal API shape flyte-deploy serializes with."""
 
 
 def task_specs(
@@ -70,9 +61,7 @@ def task_specs(
             which is what `flyte deploy` records for a file at the root. flyte reads the deploying
             process's `sys.path` instead, which varies with how the process was started.
     """
-    sdk_internals_check()
-    from flyte._internal.image_cache import ImageCache
-    from flyte._internal.runtime.convert import convert_upload_default_inputs
+    sdk.sdk_internals_check()
     from flyte.models import CodeBundle, SerializationContext
 
     root_dir = Path(root_dir).resolve()
@@ -86,7 +75,7 @@ def task_specs(
         domain=domain,
         org=org,
         code_bundle=code_bundle,
-        image_cache=ImageCache(image_lookup=lookup),
+        image_cache=sdk.image_cache(lookup),
         root_dir=root_dir,
     )
     sys_path_env = _sys_path_env(root_dir, sys_paths)
@@ -94,7 +83,7 @@ def task_specs(
     for task in env.tasks.values():
         try:
             task = _with_env_vars(task, sys_path_env)
-            default_inputs = _run(convert_upload_default_inputs(task.interface))
+            default_inputs = _run(sdk.upload_default_inputs(task.interface))
             specs.append(_serialize(task, context, default_inputs))
         except DeployError:
             raise
@@ -115,8 +104,6 @@ def _one_line(exc: BaseException) -> str:
 
 def _serialize(task: Any, context: Any, default_inputs: list[Any]) -> TaskSpec:
     import flyte.report
-    from flyte._deploy import _get_documentation_entity, _update_interface_inputs_and_outputs_docstring
-    from flyte._internal.runtime.task_serde import translate_task_to_wire
     from flyte.models import ActionID, RawDataPath, TaskContext
 
     # Log links are rendered against the backend's template variables, as flyte deploy does.
@@ -137,15 +124,13 @@ def _serialize(task: Any, context: Any, default_inputs: list[Any]) -> TaskSpec:
         report=flyte.report.Report(name=action.name),
         custom_context={},
     )
-    spec = translate_task_to_wire(task, context, default_inputs=default_inputs, task_context=task_context)
+    spec = sdk.translate_task_to_wire(task, context, default_inputs=default_inputs, task_context=task_context)
     parent = task.parent_env() if task.parent_env else None
     if parent is not None and parent.description:
         spec.environment.description = parent.description
     with _quiet_flyte_git_warnings():
-        spec.documentation.CopyFrom(_get_documentation_entity(task))
-    interface = _update_interface_inputs_and_outputs_docstring(
-        spec.task_template.interface, task.native_interface
-    )
+        spec.documentation.CopyFrom(sdk.documentation_entity(task))
+    interface = sdk.interface_with_docstrings(spec.task_template.interface, task.native_interface)
     spec.task_template.interface.CopyFrom(interface)
     return spec
 
@@ -154,7 +139,7 @@ def _serialize(task: Any, context: Any, default_inputs: list[Any]) -> TaskSpec:
 def _quiet_flyte_git_warnings() -> Iterator[None]:
     """The source link is optional; outside a git checkout, or without a remote, flyte warns once
     per task, which would bury our own output."""
-    from flyte._logging import logger
+    logger = sdk.sdk_logger()
 
     def not_git_noise(record: logging.LogRecord) -> bool:
         return record.levelno > logging.WARNING
@@ -167,8 +152,6 @@ def _quiet_flyte_git_warnings() -> Iterator[None]:
 
 
 def _sys_path_env(root_dir: Path, sys_paths: Sequence[Path] | None) -> dict[str, str]:
-    from flyte._constants import FLYTE_SYS_PATH
-
     relative: list[str] = []
     for path in (root_dir,) if sys_paths is None else sys_paths:
         absolute = Path(path).resolve()
@@ -177,7 +160,7 @@ def _sys_path_env(root_dir: Path, sys_paths: Sequence[Path] | None) -> dict[str,
         entry = f"./{absolute.relative_to(root_dir)}"
         if entry not in relative:
             relative.append(entry)
-    return {FLYTE_SYS_PATH: ":".join(relative)}
+    return {sdk.sys_path_variable(): ":".join(relative)}
 
 
 def _with_env_vars(task: Any, extra: Mapping[str, str]) -> Any:
@@ -208,98 +191,3 @@ def _run(coro: Coroutine[Any, Any, _T]) -> _T:
     if failure:
         raise failure[0]
     return result[0]
-
-
-@functools.cache
-def sdk_internals_check() -> None:
-    """Fail with one clear line if the installed flyte no longer has the internals we call."""
-    problems = _internals_problems()
-    if problems:
-        raise SdkInternalsChanged(
-            f"flyte {flyte.__version__} is not compatible with flyte-deploy (built for flyte "
-            f"{SUPPORTED_FLYTE}.x): {'; '.join(problems)}; install flyte>={SUPPORTED_FLYTE}.1,<2.13"
-        )
-
-
-def _internals_problems() -> list[str]:
-    problems: list[str] = []
-    if not str(flyte.__version__).startswith(SUPPORTED_FLYTE + "."):
-        problems.append(f"version {flyte.__version__} is outside {SUPPORTED_FLYTE}.x")
-
-    def need(module: str, attr: str) -> Any:
-        try:
-            mod = __import__(module, fromlist=[attr])
-            return getattr(mod, attr)
-        except (ImportError, AttributeError):
-            problems.append(f"{module}.{attr} is missing")
-            return None
-
-    def params(func: Any, where: str, names: Sequence[str]) -> None:
-        if func is None:
-            return
-        have = inspect.signature(func).parameters
-        missing = [n for n in names if n not in have]
-        if missing:
-            problems.append(f"{where} has no parameter {', '.join(missing)}")
-
-    def fields(cls: Any, where: str, names: Sequence[str]) -> None:
-        if cls is None:
-            return
-        have = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
-        have |= set(getattr(cls, "model_fields", {}))
-        missing = [n for n in names if n not in have]
-        if missing:
-            problems.append(f"{where} has no field {', '.join(missing)}")
-
-    serde = "flyte._internal.runtime.task_serde"
-    params(
-        need(serde, "translate_task_to_wire"),
-        f"{serde}.translate_task_to_wire",
-        ["task", "serialization_context", "default_inputs", "task_context"],
-    )
-    fields(
-        need("flyte.models", "SerializationContext"),
-        "flyte.models.SerializationContext",
-        ["version", "project", "domain", "org", "code_bundle", "image_cache", "root_dir"],
-    )
-    fields(
-        need("flyte.models", "CodeBundle"),
-        "flyte.models.CodeBundle",
-        ["computed_version", "destination", "tgz"],
-    )
-    fields(
-        need("flyte.models", "TaskContext"),
-        "flyte.models.TaskContext",
-        [
-            "action",
-            "output_path",
-            "version",
-            "raw_data_path",
-            "compiled_image_cache",
-            "run_base_dir",
-            "report",
-        ],
-    )
-    fields(
-        need("flyte.models", "ActionID"), "flyte.models.ActionID", ["name", "run_name", "project", "domain"]
-    )
-    fields(need("flyte.models", "RawDataPath"), "flyte.models.RawDataPath", ["path"])
-    fields(need("flyte._internal.image_cache", "ImageCache"), "ImageCache", ["image_lookup"])
-    params(
-        need("flyte._internal.runtime.convert", "convert_upload_default_inputs"),
-        "convert_upload_default_inputs",
-        ["interface"],
-    )
-    params(need("flyte._deploy", "_get_documentation_entity"), "_get_documentation_entity", ["task_template"])
-    params(
-        need("flyte._deploy", "_update_interface_inputs_and_outputs_docstring"),
-        "_update_interface_inputs_and_outputs_docstring",
-        ["typed_interface", "native_interface"],
-    )
-    if need("flyte._constants", "FLYTE_SYS_PATH") not in (None, "_F_SYS_PATH"):
-        problems.append("flyte._constants.FLYTE_SYS_PATH is no longer _F_SYS_PATH")
-    if not isinstance(getattr(flyte.TaskEnvironment, "tasks", None), property):
-        problems.append("flyte.TaskEnvironment.tasks is no longer a property")
-    task_template = need("flyte._task", "TaskTemplate")
-    fields(task_template, "flyte._task.TaskTemplate", ["name", "env_vars", "parent_env", "parent_env_name"])
-    return problems

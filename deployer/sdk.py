@@ -1,0 +1,237 @@
+"""The one home of the flyte SDK's private API in flyte-deploy.
+
+flyte-deploy reads the user's objects and serializes them with the SDK's own code, exactly as `flyte
+deploy` does; some of that code is internal to the SDK. Every private name we use is imported here (and
+nowhere else), and `sdk_internals_check()` fails with one line naming what moved when an SDK release
+changes one of them. `pyproject.toml` pins flyte to one minor line for the same reason.
+
+Heavy internals are imported when first used, so planning and `--help` stay fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import flyte
+from flyte._environment import _ENVIRONMENT_REGISTRY
+from flyte._initialize import _InitConfig, init_config_context
+
+from deployer.errors import DeployError
+
+SUPPORTED_FLYTE = "2.12"
+
+
+class SdkInternalsChanged(DeployError):
+    """The installed flyte SDK no longer has the internal API shape flyte-deploy uses."""
+
+
+# ---------------------------------------------------------------------------------------------- discovery
+
+
+@contextlib.contextmanager
+def capture_environments(
+    root_dir: Path, *, project: str, domain: str, org: str
+) -> Iterator[list[flyte.Environment]]:
+    """While inside, `flyte.current_project()`/`current_domain()` answer from the arguments (as under
+    `flyte deploy`); on exit the yielded list holds every environment created inside, and they are
+    taken out of flyte's global registry again, so the next discovery in this process starts clean."""
+    created: list[flyte.Environment] = []
+    before = len(_ENVIRONMENT_REGISTRY)
+    config = init_config_context(
+        _InitConfig(root_dir=root_dir, project=project, domain=domain, org=org or None)
+    )
+    config.__enter__()
+    try:
+        yield created
+    finally:
+        config.__exit__(None, None, None)
+        created.extend(_ENVIRONMENT_REGISTRY[before:])
+        del _ENVIRONMENT_REGISTRY[before:]
+
+
+def declaring_file(env: Any) -> Path | None:
+    """The file whose import created `env` (flyte records it when the environment is constructed)."""
+    declared = getattr(env, "_declaring_file", None)
+    return Path(declared) if declared else None
+
+
+# ---------------------------------------------------------------------------------------------- serialization
+
+
+def image_cache(lookup: dict[str, str]) -> Any:
+    """The `ImageCache` flyte serializes into `--image-cache`: {environment name: image URI}."""
+    from flyte._internal.image_cache import ImageCache
+
+    return ImageCache(image_lookup=lookup)
+
+
+def upload_default_inputs(interface: Any) -> Any:
+    """Coroutine: the task's default inputs as flyte sends them with the spec."""
+    from flyte._internal.runtime.convert import convert_upload_default_inputs
+
+    return convert_upload_default_inputs(interface)
+
+
+def translate_task_to_wire(task: Any, context: Any, *, default_inputs: Any, task_context: Any) -> Any:
+    from flyte._internal.runtime.task_serde import translate_task_to_wire as translate
+
+    return translate(task, context, default_inputs=default_inputs, task_context=task_context)
+
+
+def documentation_entity(task: Any) -> Any:
+    """The spec's documentation: docstring descriptions and the source link."""
+    from flyte._deploy import _get_documentation_entity
+
+    return _get_documentation_entity(task)
+
+
+def interface_with_docstrings(typed_interface: Any, native_interface: Any) -> Any:
+    """The typed interface with input/output descriptions from the docstring, as `flyte deploy` adds."""
+    from flyte._deploy import _update_interface_inputs_and_outputs_docstring
+
+    return _update_interface_inputs_and_outputs_docstring(typed_interface, native_interface)
+
+
+def sys_path_variable() -> str:
+    """The environment variable through which the runtime re-adds the project's import roots."""
+    from flyte._constants import FLYTE_SYS_PATH
+
+    return str(FLYTE_SYS_PATH)
+
+
+def sdk_logger() -> logging.Logger:
+    from flyte._logging import logger
+
+    return logger
+
+
+# ---------------------------------------------------------------------------------------------- the check
+
+
+@functools.cache
+def sdk_internals_check() -> None:
+    """Fail with one clear line if the installed flyte no longer has the internals we call."""
+    problems = _internals_problems()
+    if problems:
+        raise SdkInternalsChanged(
+            f"flyte {flyte.__version__} is not compatible with flyte-deploy (built for flyte "
+            f"{SUPPORTED_FLYTE}.x): {'; '.join(problems)}; install flyte>={SUPPORTED_FLYTE}.1,<2.13"
+        )
+
+
+def _internals_problems() -> list[str]:
+    problems: list[str] = []
+    if not str(flyte.__version__).startswith(SUPPORTED_FLYTE + "."):
+        problems.append(f"version {flyte.__version__} is outside {SUPPORTED_FLYTE}.x")
+
+    def need(module: str, attr: str) -> Any:
+        try:
+            mod = __import__(module, fromlist=[attr])
+            return getattr(mod, attr)
+        except (ImportError, AttributeError):
+            problems.append(f"{module}.{attr} is missing")
+            return None
+
+    def params(func: Any, where: str, names: Sequence[str]) -> None:
+        if func is None:
+            return
+        have = inspect.signature(func).parameters
+        missing = [n for n in names if n not in have]
+        if missing:
+            problems.append(f"{where} has no parameter {', '.join(missing)}")
+
+    def fields(cls: Any, where: str, names: Sequence[str]) -> None:
+        if cls is None:
+            return
+        have = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+        have |= set(getattr(cls, "model_fields", {}))
+        missing = [n for n in names if n not in have]
+        if missing:
+            problems.append(f"{where} has no field {', '.join(missing)}")
+
+    for check in _CHECKS:
+        check(need, params, fields, problems)
+    return problems
+
+
+Need = Callable[[str, str], Any]
+Params = Callable[[Any, str, Sequence[str]], None]
+Fields = Callable[[Any, str, Sequence[str]], None]
+
+
+def _discovery_internals(need: Need, params: Params, fields: Fields, problems: list[str]) -> None:
+    if not isinstance(need("flyte._environment", "_ENVIRONMENT_REGISTRY"), list):
+        problems.append("flyte._environment._ENVIRONMENT_REGISTRY is no longer a list")
+    fields(need("flyte._initialize", "_InitConfig"), "_InitConfig", ["root_dir", "project", "domain", "org"])
+    need("flyte._initialize", "init_config_context")
+    fields(
+        flyte.Environment, "flyte.Environment", ["name", "depends_on", "image", "include", "_declaring_file"]
+    )
+
+
+def _serialization_internals(need: Need, params: Params, fields: Fields, problems: list[str]) -> None:
+    serde = "flyte._internal.runtime.task_serde"
+    params(
+        need(serde, "translate_task_to_wire"),
+        f"{serde}.translate_task_to_wire",
+        ["task", "serialization_context", "default_inputs", "task_context"],
+    )
+    fields(
+        need("flyte.models", "SerializationContext"),
+        "flyte.models.SerializationContext",
+        ["version", "project", "domain", "org", "code_bundle", "image_cache", "root_dir"],
+    )
+    fields(
+        need("flyte.models", "CodeBundle"),
+        "flyte.models.CodeBundle",
+        ["computed_version", "destination", "tgz"],
+    )
+    fields(
+        need("flyte.models", "TaskContext"),
+        "flyte.models.TaskContext",
+        [
+            "action",
+            "output_path",
+            "version",
+            "raw_data_path",
+            "compiled_image_cache",
+            "run_base_dir",
+            "report",
+        ],
+    )
+    fields(
+        need("flyte.models", "ActionID"), "flyte.models.ActionID", ["name", "run_name", "project", "domain"]
+    )
+    fields(need("flyte.models", "RawDataPath"), "flyte.models.RawDataPath", ["path"])
+    fields(need("flyte._internal.image_cache", "ImageCache"), "ImageCache", ["image_lookup"])
+    params(
+        need("flyte._internal.runtime.convert", "convert_upload_default_inputs"),
+        "convert_upload_default_inputs",
+        ["interface"],
+    )
+    params(need("flyte._deploy", "_get_documentation_entity"), "_get_documentation_entity", ["task_template"])
+    params(
+        need("flyte._deploy", "_update_interface_inputs_and_outputs_docstring"),
+        "_update_interface_inputs_and_outputs_docstring",
+        ["typed_interface", "native_interface"],
+    )
+    if need("flyte._constants", "FLYTE_SYS_PATH") not in (None, "_F_SYS_PATH"):
+        problems.append("flyte._constants.FLYTE_SYS_PATH is no longer _F_SYS_PATH")
+    need("flyte._logging", "logger")
+    if not isinstance(getattr(flyte.TaskEnvironment, "tasks", None), property):
+        problems.append("flyte.TaskEnvironment.tasks is no longer a property")
+    task_template = need("flyte._task", "TaskTemplate")
+    fields(task_template, "flyte._task.TaskTemplate", ["name", "env_vars", "parent_env", "parent_env_name"])
+
+
+_CHECKS: list[Callable[[Need, Params, Fields, list[str]], None]] = [
+    _discovery_internals,
+    _serialization_internals,
+]
