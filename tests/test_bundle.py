@@ -552,3 +552,32 @@ def test_bundle_command_errors_are_one_line(hello_project: Path, tmp_path: Path)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(start), result.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------- golden bytes
+
+GOLDEN_FILES = {
+    "workflows.py": b"import flyte\n\nenv = flyte.TaskEnvironment(name='golden')\n",
+    "pkg/__init__.py": b"",
+    "pkg/util.py": "def shout(text: str) -> str:\n    return text.upper() + ' \u2713'\n".encode(),
+    "bin/run.sh": b"#!/bin/sh\nexec python workflows.py\n",
+    # Large and varied enough to span several compression blocks.
+    "data/table.csv": b"".join(b"%d,%d,%x\n" % (i, i * i, i * 2654435761 % 2**32) for i in range(40_000)),
+}
+# sha256 of the bundle of GOLDEN_FILES. If this changes, every redeploy of an existing commit would carry a
+# different bundle under an existing version (a version conflict): change it only with a new bundle format.
+GOLDEN_DIGEST = "8f7f4f999dda0f19a590e9a4c936f0fb08555ecd5eaf7df8d806b659e61099a7"
+
+
+def test_bundle_bytes_of_a_fixed_tree_never_change(tmp_path: Path) -> None:
+    root = tmp_path / "golden"
+    for name, data in GOLDEN_FILES.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    (root / "bin" / "run.sh").chmod(0o755)
+    # Handed over in reverse order: the archive orders its members itself.
+    artifact = build_bundle(root, sorted(GOLDEN_FILES, reverse=True), tmp_path / "out")
+    assert [m.name for m in _members(artifact.path)] == sorted(GOLDEN_FILES)
+    assert artifact.digest == GOLDEN_DIGEST
+    assert artifact.size == (tmp_path / "out" / f"{GOLDEN_DIGEST}.tar.gz").stat().st_size

@@ -202,3 +202,23 @@ def test_version_command_bad_sha_is_one_line(repo: GitRepo) -> None:
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [f"error: --sha nosuchref: no such commit in {repo.path}"]
     assert result.stdout == ""
+
+
+def test_the_highest_semver_tag_wins_where_text_order_disagrees(repo: GitRepo) -> None:
+    # As text, v0.9.0 sorts first; as versions, v1.0.0 is the release.
+    repo.tag("v1.0.0")
+    repo.tag("v0.9.0")
+    info = version_of(repo.path)
+    assert (info.version, info.release) == ("v1.0.0", True)
+    assert info.image_tags[:4] == ("1.0.0", "1.0", "1", "latest")
+
+
+def test_a_semver_tag_on_a_pull_request_head_is_never_a_release(repo: GitRepo, tmp_path: Path) -> None:
+    head = repo.head_sha
+    repo.tag("v2.0.0")
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"pull_request": {"number": 5, "head": {"sha": head, "repo": None}}}))
+    info = version_of(repo.path, {"GITHUB_EVENT_NAME": "pull_request", "GITHUB_EVENT_PATH": str(event)})
+    assert (info.version, info.release) == (head, False)
+    assert "latest" not in info.image_tags and "2.0.0" not in info.image_tags
+    assert info.image_tags == ("pr-5", f"sha-{head[:7]}")
