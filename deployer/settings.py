@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -49,7 +50,12 @@ def option(
     """A settings field. `flags`: the CLI spellings (none: variable only); `group`: which commands take the
     flags; `action_input`: the action.yml input it is read from; `env`: variables read besides
     `FLYTE_DEPLOY_<NAME>`, in order of precedence after it."""
-    extra = {"flags": list(flags), "group": group, "input": action_input, "shown_default": shown_default}
+    extra: JsonDict = {
+        "flags": list(flags),
+        "group": group,
+        "input": action_input,
+        "shown_default": shown_default,
+    }
     alias = None
     if env:
         alias = AliasChoices(*env)

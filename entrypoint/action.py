@@ -285,11 +285,15 @@ class ActionRun:
         if not token or not repository:
             self.warn("no github-token or GITHUB_REPOSITORY: no PR comment and no GitHub deployment")
             return None
+        paced = inputs.settings.github_throttle
         settings = GitHubSettings(
             repository=repository,
             token=token,
             api_url=self.env.get("GITHUB_API_URL") or GitHubSettings.api_url,
-            **_pacing(inputs),
+            backoff_seconds=inputs.settings.github_backoff,
+            # PyGithub's client-side pacing, unless turned off (local API servers).
+            seconds_between_requests=GitHubSettings.seconds_between_requests if paced else 0.0,
+            seconds_between_writes=GitHubSettings.seconds_between_writes if paced else 0.0,
         )
         return GitHubReporter(settings, warn=self.warn)
 
@@ -360,12 +364,3 @@ def _kind(exc: DeployError) -> str:
     name = type(exc).__name__
     words = "".join(f" {c.lower()}" if c.isupper() else c for c in name).strip()
     return words.replace("deploy error", "error")
-
-
-def _pacing(inputs: ActionInputs) -> dict[str, float]:
-    """PyGithub's client-side pacing (off for local API servers) and the first retry wait."""
-    settings = inputs.settings
-    pacing = {"backoff_seconds": settings.github_backoff}
-    if not settings.github_throttle:
-        pacing |= {"seconds_between_requests": 0.0, "seconds_between_writes": 0.0}
-    return pacing

@@ -100,7 +100,7 @@ def _parameter(info: OptionInfo) -> inspect.Parameter:
         extra["case_sensitive"] = False
     help_text = f"{info.doc} (env {info.env[0]}; default: {info.default})"
     option = typer.Option(*info.flags, help=help_text, show_default=False, **extra)
-    annotation = Annotated[cli_type | None, option]  # type: ignore[operator]
+    annotation = Annotated[cli_type | None, option]  # type: ignore[valid-type]
     return inspect.Parameter(info.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
 
 

@@ -131,7 +131,10 @@ class _Observe:
         self._expected = f"Bearer {api_key}" if api_key else None
 
     def intercept_unary_sync(
-        self, call_next: Callable[[Any, RequestContext], Any], request: Any, ctx: RequestContext
+        self,
+        call_next: Callable[[Any, RequestContext[Any, Any]], Any],
+        request: Any,
+        ctx: RequestContext[Any, Any],
     ) -> Any:
         summary = summarize(ctx.method().name, request)
         _current.rpc = f"{summary.method} {summary.subject}".rstrip()
@@ -204,7 +207,7 @@ class _BoundedInput:
         if self._left <= 0:
             return b""
         size = self._left if size is None or size < 0 else min(size, self._left)
-        data = self._stream.read(size)
+        data: bytes = self._stream.read(size)
         self._left -= len(data)
         return data
 
@@ -212,7 +215,7 @@ class _BoundedInput:
         if self._left <= 0:
             return b""
         size = self._left if size is None or size < 0 else min(size, self._left)
-        data = self._stream.readline(size)
+        data: bytes = self._stream.readline(size)
         self._left -= len(data)
         return data
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
@@ -49,7 +50,7 @@ _FIELDS: dict[str, Callable[[StoredTask], str]] = {
     "environment_name": lambda t: t.environment,
     "short_name": lambda t: t.short_name,
 }
-_SORT_KEYS: dict[str, Callable[[StoredTask], object]] = {
+_SORT_KEYS: dict[str, Callable[[StoredTask], Any]] = {
     "created_at": lambda t: t.deployed_at_ns,
     "deployed_at": lambda t: t.deployed_at_ns,
     "name": lambda t: t.key.name,
@@ -63,7 +64,9 @@ class TaskService:
     def __init__(self, store: TaskStore) -> None:
         self.store = store
 
-    def deploy_task(self, request: ts.DeployTaskRequest, ctx: RequestContext) -> ts.DeployTaskResponse:
+    def deploy_task(
+        self, request: ts.DeployTaskRequest, ctx: RequestContext[Any, Any]
+    ) -> ts.DeployTaskResponse:
         validate_deploy(request)
         key = _key(request.task_id)
         outcome, stored = self.store.put(key, request.spec, request.triggers)
@@ -79,7 +82,7 @@ class TaskService:
         return ts.DeployTaskResponse()
 
     def get_task_details(
-        self, request: ts.GetTaskDetailsRequest, ctx: RequestContext
+        self, request: ts.GetTaskDetailsRequest, ctx: RequestContext[Any, Any]
     ) -> ts.GetTaskDetailsResponse:
         validate(request)
         key = _key(request.task_id)
@@ -90,7 +93,7 @@ class TaskService:
             details=td.TaskDetails(task_id=request.task_id, metadata=_metadata(stored), spec=stored.spec)
         )
 
-    def list_tasks(self, request: ts.ListTasksRequest, ctx: RequestContext) -> ts.ListTasksResponse:
+    def list_tasks(self, request: ts.ListTasksRequest, ctx: RequestContext[Any, Any]) -> ts.ListTasksResponse:
         validate(request)
         if request.WhichOneof("scope_by") == "project_id":
             pid = request.project_id
@@ -109,7 +112,9 @@ class TaskService:
             metadata=ts.ListTasksResponse.ListTasksMetadata(total=total, filtered_total=len(found)),
         )
 
-    def list_versions(self, request: ts.ListVersionsRequest, ctx: RequestContext) -> ts.ListVersionsResponse:
+    def list_versions(
+        self, request: ts.ListVersionsRequest, ctx: RequestContext[Any, Any]
+    ) -> ts.ListVersionsResponse:
         validate(request)
         n = request.task_name
         found = self.store.versions(org=n.org, project=n.project, domain=n.domain, name=n.name)

@@ -21,9 +21,10 @@ import contextlib
 import enum
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flyteidl2.task.task_definition_pb2 import TaskSpec, TaskTrigger
 
@@ -303,17 +304,18 @@ def _row(t: StoredTask) -> tuple[object, ...]:
     )
 
 
-def _stored(row: Iterable[object]) -> StoredTask:
-    project, domain, name, version, spec, digest, env, short, entry, at, triggers = tuple(row)
+def _stored(row: Sequence[Any]) -> StoredTask:
+    # sqlite3 rows are untyped tuples in _COLUMNS order.
+    project, domain, name, version, spec, digest, env, short, entry, at, triggers = row
     return StoredTask(
         key=TaskKey("", str(project), str(domain), str(name), str(version)),
-        spec_bytes=bytes(spec),  # type: ignore[arg-type]
+        spec_bytes=bytes(spec),
         digest=str(digest),
         environment=str(env),
         short_name=str(short),
         is_entrypoint=bool(entry),
-        deployed_at_ns=int(at),  # type: ignore[call-overload]
-        trigger_bytes=_unpack(bytes(triggers)),  # type: ignore[arg-type]
+        deployed_at_ns=int(at),
+        trigger_bytes=_unpack(bytes(triggers)),
     )
 
 

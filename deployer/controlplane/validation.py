@@ -57,12 +57,14 @@ def validate_deploy(request: DeployTaskRequest) -> None:
 
 def _describe(violation: protovalidate.Violation) -> str:
     proto = violation.proto
-    path = ".".join(e.field_name for e in proto.field.elements) or "<request>"
+    elements = proto.field.elements if proto.field is not None else ()
+    path = ".".join(e.field_name for e in elements) or "<request>"
     return f"{path}: {proto.message}"
 
 
 def _empty_org(violation: protovalidate.Violation, request: Message) -> bool:
-    elements = violation.proto.field.elements
+    field = violation.proto.field
+    elements = field.elements if field is not None else ()
     if not elements or elements[-1].field_name not in _ORG_FIELDS:
         return False
     value: object = request
