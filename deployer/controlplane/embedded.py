@@ -13,8 +13,9 @@ from typing import Any
 from flyteidl2.task import task_service_pb2 as ts
 
 from deployer.controlplane.base import ControlPlane, DeletedVersions, TaskCalls
-from deployer.controlplane.service import TaskService
+from deployer.controlplane.services import Handlers
 from deployer.controlplane.store import TaskStore
+from deployer.controlplane.task_service import TaskService
 
 
 class _InProcess:
@@ -41,7 +42,8 @@ class EmbeddedControlPlane(ControlPlane):
     def __init__(self, state_dir: Path) -> None:
         self.store = TaskStore(state_dir)
         super().__init__(f"embedded ({Path(state_dir)})", attempts=1)
-        self._calls = _InProcess(TaskService(self.store))
+        self.handlers = Handlers.over(self.store)
+        self._calls = _InProcess(self.handlers.tasks)
 
     @property
     def _tasks(self) -> TaskCalls:

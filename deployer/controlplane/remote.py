@@ -11,9 +11,10 @@ the identical spec and reports the task "unchanged".
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
 from urllib.parse import urlparse
 
-from flyteidl2.task import task_service_pb2 as ts
 from flyteidl2.task.task_service_connect import TaskServiceClientSync
 
 from deployer.controlplane.base import ControlPlane, TaskCalls
@@ -40,24 +41,17 @@ def normalize_endpoint(endpoint: str, *, insecure: bool = False) -> str:
     return f"{scheme}://{raw}"
 
 
-class _Headers:
-    """A generated sync client with fixed request headers: the `TaskCalls` shape."""
+class _WithHeaders:
+    """Any generated sync Connect client, its methods called with fixed request headers: request in,
+    response out, the shape `ControlPlane` calls services in."""
 
-    def __init__(self, client: TaskServiceClientSync, headers: dict[str, str]) -> None:
+    def __init__(self, client: Any, headers: dict[str, str]) -> None:
         self._client = client
         self._headers = headers
 
-    def deploy_task(self, request: ts.DeployTaskRequest) -> ts.DeployTaskResponse:
-        return self._client.deploy_task(request, headers=self._headers)
-
-    def get_task_details(self, request: ts.GetTaskDetailsRequest) -> ts.GetTaskDetailsResponse:
-        return self._client.get_task_details(request, headers=self._headers)
-
-    def list_tasks(self, request: ts.ListTasksRequest) -> ts.ListTasksResponse:
-        return self._client.list_tasks(request, headers=self._headers)
-
-    def list_versions(self, request: ts.ListVersionsRequest) -> ts.ListVersionsResponse:
-        return self._client.list_versions(request, headers=self._headers)
+    def __getattr__(self, method: str) -> Callable[[Any], Any]:
+        rpc = getattr(self._client, method)
+        return lambda request: rpc(request, headers=self._headers)
 
 
 class RemoteControlPlane(ControlPlane):
@@ -73,13 +67,21 @@ class RemoteControlPlane(ControlPlane):
     ) -> None:
         self.url = normalize_endpoint(endpoint, insecure=insecure)
         super().__init__(self.url, attempts=attempts, backoff_s=backoff_s)
-        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = TaskServiceClientSync(self.url, timeout_ms=int(timeout_s * 1000))
-        self._calls = _Headers(self._client, headers)
+        self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout_ms = int(timeout_s * 1000)
+        self._clients: dict[type, Any] = {}
+
+    def _service(self, client_class: type) -> Any:
+        """The plane's service behind `client_class` (a generated `*ClientSync`), created once."""
+        if client_class not in self._clients:
+            self._clients[client_class] = client_class(self.url, timeout_ms=self._timeout_ms)
+        return _WithHeaders(self._clients[client_class], self._headers)
 
     @property
     def _tasks(self) -> TaskCalls:
-        return self._calls
+        return cast(TaskCalls, self._service(TaskServiceClientSync))
 
     def close(self) -> None:
-        self._client.close()
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()

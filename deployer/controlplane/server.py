@@ -1,4 +1,5 @@
-"""Serving `TaskService` over HTTP: the generated WSGI application under the stdlib's threaded server.
+"""Serving the control plane's flyteidl2 services over HTTP: their generated WSGI applications, one per
+service path, under the stdlib's threaded server.
 
 Connect unary calls are plain HTTP POSTs, so `wsgiref` (one thread per connection, HTTP/1.0
 responses that close the connection) is all the flyte SDK, the `flyte` CLI and our client need.
@@ -22,10 +23,10 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
-from flyteidl2.task.task_service_connect import TaskServiceWSGIApplication
 
-from deployer.controlplane.service import TaskService, summarize
+from deployer.controlplane.services import Handlers, wsgi_apps
 from deployer.controlplane.store import TaskStore
+from deployer.controlplane.task_service import summarize
 from deployer.errors import DeployError
 
 log = logging.getLogger("deployer.controlplane.server")
@@ -40,7 +41,8 @@ class ControlPlaneServer:
         self, store: TaskStore, host: str = "127.0.0.1", port: int = 0, *, api_key: str | None = None
     ) -> None:
         self.store = store
-        app = TaskServiceWSGIApplication(TaskService(store), interceptors=[_Observe(api_key)])
+        self.handlers = Handlers.over(store)
+        app = _Router(wsgi_apps(self.handlers, [_Observe(api_key)]))
         server_class = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
         try:
             self._server = server_class((host, port), _QuietHandler)
@@ -94,6 +96,23 @@ class ControlPlaneServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class _Router:
+    """One WSGI application per flyteidl2 service, chosen by the path's service prefix; anything else is
+    404, as Connect specifies for an unknown procedure."""
+
+    def __init__(self, apps: dict[str, WSGIApplication]) -> None:
+        self._apps = apps
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = str(environ.get("PATH_INFO", ""))
+        prefix = path[: path.index("/", 1) + 1] if path.count("/") >= 2 else path
+        app = self._apps.get(prefix)
+        if app is None:
+            start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "0")])
+            return [b""]
+        return app(environ, start_response)
 
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):

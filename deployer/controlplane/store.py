@@ -32,11 +32,12 @@ from deployer.controlplane.specs import canonical_bytes, spec_digest, spec_from_
 from deployer.errors import ControlPlaneError
 
 DB_NAME = "controlplane.sqlite3"
-_SCHEMA_VERSION = 1
 _BUSY_TIMEOUT_S = 30.0
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+# Schema N is reached by running migrations 1..N in order, each in the transaction that records it, so a
+# state dir written by an older flyte-deploy is upgraded in place and a newer one is refused.
+_MIGRATIONS: tuple[str, ...] = (
+    """
 CREATE TABLE IF NOT EXISTS tasks (
     project TEXT NOT NULL,
     domain TEXT NOT NULL,
@@ -52,7 +53,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     PRIMARY KEY (project, domain, name, version)
 );
 CREATE INDEX IF NOT EXISTS tasks_by_time ON tasks (project, domain, name, deployed_at_ns);
-"""
+""",
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 _KEY_MATCH = "project = ? AND domain = ? AND name = ? AND version = ?"
 _COLUMNS = (
@@ -116,17 +119,7 @@ class TaskStore:
         with self._connect() as db:
             _enable_wal(db)
             with _write(db):
-                # Statement by statement: executescript() would commit the open transaction.
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    db.execute(statement)
-                row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-                if row is None:
-                    db.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(_SCHEMA_VERSION),))
-                elif row[0] != str(_SCHEMA_VERSION):
-                    raise ControlPlaneError(
-                        f"control plane state {self.path} has schema {row[0]}, this flyte-deploy reads "
-                        f"schema {_SCHEMA_VERSION}: use another --state-dir"
-                    )
+                _migrate(db, self.path)
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -235,6 +228,23 @@ class TaskStore:
             _key_params(key),
         ).fetchone()
         return _stored(row) if row else None
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    current = int(row[0]) if row else 0
+    if current > SCHEMA_VERSION:
+        raise ControlPlaneError(
+            f"control plane state {path} has schema {current}, newer than this flyte-deploy reads "
+            f"({SCHEMA_VERSION}): upgrade flyte-deploy or use another --state-dir"
+        )
+    for migration in _MIGRATIONS[current:]:
+        # Statement by statement: executescript() would commit the open transaction.
+        for statement in filter(str.strip, migration.split(";")):
+            db.execute(statement)
+    if current < SCHEMA_VERSION:
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
 
 def _enable_wal(db: sqlite3.Connection) -> None:
