@@ -30,21 +30,42 @@ app.add_typer(preview.app, name="preview")
 
 
 def main() -> None:
+    """The command, in a supervised child process: user code imported during discovery cannot end the
+    run silently or hang it (see `deployer.supervise`)."""
+    from deployer.settings import load_settings, option_info
+    from deployer.supervise import supervised
+
+    try:
+        timeout = load_settings().import_timeout
+    except DeployError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    finished = supervised(
+        run_here, import_timeout_s=timeout, timeout_setting=option_info("import_timeout").env[0]
+    )
+    if finished.problem:
+        typer.echo(f"error: {finished.problem}", err=True)
+    sys.exit(finished.code)
+
+
+def run_here() -> int:
+    """The command in this process; its exit code."""
     try:
         app(standalone_mode=False)
     except DeployError as exc:
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except typer.Abort:
         typer.echo("aborted", err=True)
-        sys.exit(130)
+        return 130
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        return int(exc.exit_code)
     except typer.TyperException as exc:  # the parser's own errors: unknown option, bad choice, ...
         message = _usage_message(exc)
         if message:  # empty when the usage was printed instead (no arguments at all)
             typer.echo(f"error: {message}", err=True)
-        sys.exit(getattr(exc, "exit_code", 2))
+        return int(getattr(exc, "exit_code", 2))
+    return 0
 
 
 def _usage_message(exc: typer.TyperException) -> str:

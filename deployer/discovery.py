@@ -22,7 +22,7 @@ from types import ModuleType, TracebackType
 
 import flyte
 
-from deployer import sdk
+from deployer import sdk, supervise
 from deployer.bundle.ignore import IgnoreRules
 from deployer.errors import DiscoveryError, UsageError
 from deployer.models import DiscoveredEnv, Discovery, Model
@@ -184,7 +184,8 @@ class _ImportScope:
         if not self.selection.recursive:
             self._add_folder(path.parent)
         try:
-            module = importlib.import_module(name)
+            with supervise.importing(_show(path, self.root_dir)):
+                module = importlib.import_module(name)
         except SyntaxError as exc:
             raise _syntax_error(exc, path, self.root_dir) from exc
         except SystemExit as exc:

@@ -235,6 +235,9 @@ class Settings(BaseSettings):
         None, "S3 addressing: path, virtual or auto.", shown_default="path with an endpoint, else auto"
     )
     s3_max_attempts: int = option(5, "Attempts per S3 request (exponential backoff between them).", ge=1)
+    import_timeout: float = option(
+        300.0, "Seconds importing one user module may take before the run is stopped.", gt=0
+    )
     progress: bool | None = option(
         None, "Progress bars even when stderr is not a terminal.", shown_default="on a terminal only"
     )

@@ -1,7 +1,10 @@
-"""`python -m entrypoint`: the action image's ENTRYPOINT."""
+"""`python -m entrypoint`: the action image's ENTRYPOINT, supervised like the CLI (`deployer.supervise`)."""
 
 import sys
 
-from entrypoint.action import main
+from entrypoint.action import ended_early, main, supervised_run
 
-sys.exit(main())
+finished = supervised_run(main)
+if finished.problem:
+    ended_early(finished.problem)
+sys.exit(finished.code)

@@ -11,7 +11,7 @@ import os
 import shlex
 import subprocess
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,6 +21,8 @@ from deployer.report.github import GitHubReporter, GitHubSettings
 from deployer.report.models import CleanupResult, RunInfo, RunKind
 from deployer.report.preview import finish_cleanup, finish_preview, recorded_preview, start_preview
 from deployer.report.render import summary_markdown
+from deployer.settings import Settings
+from deployer.supervise import Finished
 from entrypoint.events import Decision, decide
 from entrypoint.github_env import ActionProgress, GitHubEnv
 from entrypoint.inputs import (
@@ -38,6 +40,28 @@ SECRET_INPUTS = ("registry_password", "api_key", "github_token")
 def main(environ: Mapping[str, str] | None = None, stream: TextIO | None = None) -> int:
     env = dict(os.environ if environ is None else environ)
     return ActionRun(env, GitHubEnv(env, stream)).run()
+
+
+def supervised_run(work: Callable[[], int]) -> Finished:
+    """`work` in a supervised child (`deployer.supervise`): the action's process cannot be ended by
+    imported user code without a word."""
+    from deployer.settings import load_settings, option_info
+    from deployer.supervise import supervised
+
+    try:
+        timeout = load_settings().import_timeout
+    except DeployError:
+        timeout = float(Settings.model_fields["import_timeout"].default)  # the run itself reports it
+    return supervised(work, import_timeout_s=timeout, timeout_setting=option_info("import_timeout").env[0])
+
+
+def ended_early(problem: str) -> None:
+    """The run's child ended without reporting: the annotation, outputs and summary it could not write."""
+    gh = GitHubEnv(os.environ)
+    gh.error(problem, title="flyte-deploy: the run ended early")
+    gh.set_outputs({"deployed": "false"})
+    run = RunInfo(kind=RunKind.skipped, event=os.environ.get("GITHUB_EVENT_NAME"), error=problem)
+    gh.append_summary(summary_markdown(run))
 
 
 class ActionRun:
