@@ -67,6 +67,13 @@ def _pick_release(ctx: GitContext, warnings: list[str]) -> tuple[str, semver.Ver
     if ctx.event_name in PR_EVENTS:
         warnings.append(f"tag {releases[0][0]!r} ignored on a {ctx.event_name} event: not a release")
         return None
+    if ctx.event_name and not (ctx.ref or "").startswith("refs/tags/"):
+        # In CI only a tag push releases: a branch build of a tagged commit must not move `latest`.
+        warnings.append(
+            f"tag {releases[0][0]!r} points at this commit, but this {ctx.event_name} run is not a tag push: "
+            "deployed under the commit's version, not as a release"
+        )
+        return None
     if ctx.dirty:
         warnings.append(
             f"tag {releases[0][0]!r} ignored: the working tree has uncommitted changes, "

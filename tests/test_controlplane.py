@@ -570,3 +570,14 @@ def _renamed(spec: td.TaskSpec, name: str) -> td.TaskSpec:
     clone.CopyFrom(spec)
     clone.task_template.id.name = name
     return clone
+
+
+def test_a_version_prefix_ending_in_a_number_leaves_longer_numbers_alone(
+    controlplane: ControlPlaneServer, calc_specs: CalcSpecs
+) -> None:
+    client = RemoteControlPlane(controlplane.url)
+    for version in ("pr1-abc", "pr12-abc", "pr100-abc", "pr1"):
+        deploy(client, calc_specs(version)["cp_calc.add"])
+    plane = EmbeddedControlPlane(controlplane.store.state_dir)
+    assert plane.delete_versions(PROJECT, DOMAIN, "", "pr1").versions == ("pr1", "pr1-abc")
+    assert client.list_versions(PROJECT, DOMAIN, "", "cp_calc.add") == ["pr100-abc", "pr12-abc"]

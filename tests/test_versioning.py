@@ -222,3 +222,14 @@ def test_a_semver_tag_on_a_pull_request_head_is_never_a_release(repo: GitRepo, t
     assert (info.version, info.release) == (head, False)
     assert "latest" not in info.image_tags and "2.0.0" not in info.image_tags
     assert info.image_tags == ("pr-5", f"sha-{head[:7]}")
+
+
+def test_a_push_to_a_branch_of_a_tagged_commit_is_not_a_release(repo: GitRepo) -> None:
+    repo.tag("v3.0.0")
+    env = {"GITHUB_EVENT_NAME": "push", "GITHUB_REF": "refs/heads/main"}
+    info = version_of(repo.path, env)
+    assert (info.version, info.release) == (repo.head_sha, False)
+    assert info.image_tags == (f"sha-{repo.head_sha[:7]}",)
+    assert "not a tag push" in info.warnings[0]
+    pushed = version_of(repo.path, {"GITHUB_EVENT_NAME": "push", "GITHUB_REF": "refs/tags/v3.0.0"})
+    assert (pushed.version, pushed.release) == ("v3.0.0", True)

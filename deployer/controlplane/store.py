@@ -151,12 +151,15 @@ class TaskStore:
 
     def delete_versions(self, project: str, domain: str, prefix: str, *, org: str = "") -> list[StoredTask]:
         """Delete every task whose version starts with `prefix` in a project/domain, in one statement.
-        Returns the rows deleted."""
+        Returns the rows deleted. A prefix ending in a digit never matches a longer number: `pr1`
+        matches `pr1-abc`, not `pr12-abc` (PR 1's cleanup must leave PR 12 alone)."""
+        number_boundary = prefix[-1:].isdigit()
         with self._connect() as db, _write(db):
             rows = db.execute(
-                f"DELETE FROM tasks WHERE project = ? AND domain = ? AND substr(version, 1, ?) = ?"
+                "DELETE FROM tasks WHERE project = ? AND domain = ? AND substr(version, 1, ?) = ?"
+                " AND NOT (? AND substr(version, ? + 1, 1) GLOB '[0-9]')"
                 f" RETURNING {_COLUMNS}",
-                (project, domain, len(prefix), prefix),
+                (project, domain, len(prefix), prefix, number_boundary, len(prefix)),
             ).fetchall()
         return [_stored(r) for r in rows]
 
