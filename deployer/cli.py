@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from deployer.commands import build, bundle, deploy, images, plan, preview, run, serve, version
+from deployer.commands import build, bundle, config, deploy, images, plan, preview, run, serve, version
 from deployer.errors import DeployError
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.command("deploy")(deploy.command)
 app.command("run")(run.command)
 app.command("serve")(serve.command)
 app.add_typer(preview.app, name="preview")
+app.command("config")(config.command)
 
 
 def main() -> None:

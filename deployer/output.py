@@ -15,12 +15,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from rich.console import Console
 from rich.table import Table
 
 from deployer.models import BuiltImage, BundleArtifact, EnvDeployment, Plan, Report, VersionInfo
 from deployer.progress import Advance
+from deployer.settings import Settings, options
 
 if TYPE_CHECKING:
     from deployer.report.models import CleanupResult
@@ -233,6 +234,34 @@ def emit_cleanup(result: CleanupResult, *, as_json: bool) -> None:
     ]
     for line in lines:
         print(line)
+
+
+def emit_text(text: str) -> None:
+    print(text)
+
+
+def emit_settings(settings: Settings, *, as_json: bool) -> None:
+    """`flyte-deploy config`: each option's current value; secrets show only whether they are set."""
+    values = {info.name: _setting_value(getattr(settings, info.name)) for info in options()}
+    if as_json:
+        emit_json("config", values)
+        return
+    table = Table(title="flyte-deploy options", title_justify="left")
+    for column in ("option", "flag", "variable", "value"):
+        table.add_column(column, overflow="fold")
+    for info in options():
+        table.add_row(info.name, info.flag or "-", info.env[0], json.dumps(values[info.name]))
+    _console().print(table)
+
+
+def _setting_value(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return "***" if value.get_secret_value() else ""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return getattr(value, "value", value)
 
 
 def emit_task_run(run: TaskRun, *, as_json: bool) -> None:

@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def test_readme_configuration_table_is_the_generated_one() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     start, end = readme.index(TABLE_START), readme.index(TABLE_END) + len(TABLE_END)
-    assert readme[start:end] == markdown_table(), "run `python -m deployer.settings` and paste its table"
+    assert readme[start:end] == markdown_table(), "run `flyte-deploy config --markdown` and paste its table"
 
 
 def test_every_option_says_what_it_means_and_where_it_is_read() -> None:
