@@ -314,6 +314,8 @@ def test_github_flags_preview_with_the_control_plane_and_registry_as_job_service
         endpoint=plane.endpoint,
         **APP_INPUTS,
     )
+    # Reached through the job network whatever the registry does: the preview's deployment opened.
+    assert [d.environment for d in github_api.repos[REPO].deployments] == ["preview/pr-5"]
     if not deployed_or_refused_before_building(result, registry.host_address, unique_repo):
         return
     host, repository, digest = image_of(result.outputs)
