@@ -1,15 +1,18 @@
 # The flyte-deploy GitHub Action image (`runs.using: docker` in action.yml).
 #
-#   docker build -t flyte-deploy-action .                                  # python:3.11-slim-bookworm
+#   docker build -t flyte-deploy-action .                                  # the pinned base below
 #   docker build --build-arg BASE_IMAGE=mirror.local/python:3.11 -t ... .  # any Debian-based Python 3.11+
 #
-# Prebuilt variant: push the result (e.g. ghcr.io/<org>/flyte-deploy-action:v1) and set
-# `runs.image: docker://ghcr.io/<org>/flyte-deploy-action:v1` in action.yml, so workflow runs pull it
-# instead of building it.
+# Released versions do not build it: .github/workflows/action-image.yml publishes it (linux/amd64 and
+# linux/arm64) to ghcr.io and the release's action.yml names it by digest (`image: docker://...`).
 #
-# Runtime needs only Python, git (for the repository's history) and the Docker engine's socket, which
-# the runner mounts: no Docker CLI, compilers or build tools are installed.
-ARG BASE_IMAGE=python:3.11-slim-bookworm
+# Reproducible: the base is pinned by digest (an OCI index: the same pin serves amd64 and arm64) and
+# every Python package, the build backend included, installs from requirements.lock with
+# --require-hashes (regenerate it with scripts/lock). Runtime needs only Python, git (for the
+# repository's history) and the Docker engine's socket, which the runner mounts: no Docker CLI,
+# compilers or build tools are installed.
+# python:3.11-slim-bookworm (Python 3.11.16), Docker Hub, 2026-09.
+ARG BASE_IMAGE=python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
 FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -27,21 +30,20 @@ RUN printf 'path-exclude=/usr/share/doc/*\npath-exclude=/usr/share/man/*\npath-e
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log
 
-# Dependencies first, from pyproject.toml alone (an empty package stands in for the sources), so
-# this layer is reused until the dependency list changes.
-COPY pyproject.toml README.md /src/
-RUN mkdir -p /src/deployer /src/entrypoint /src/templates \
- && touch /src/deployer/__init__.py /src/entrypoint/__init__.py \
- && python -m pip install /src \
- && python -m pip uninstall -y flyte-deploy \
+# Dependencies first, from the lock alone, so this layer is reused until the lock changes. No
+# resolver runs: every file is named with its hash, and anything unpinned fails the build.
+COPY requirements.lock /src/requirements.lock
+RUN python -m pip install --no-deps --require-hashes -r /src/requirements.lock \
  && rm -rf /src
 
+# The project itself, built with the locked backend (no isolated build env fetching its own).
 COPY pyproject.toml README.md /src/
 COPY deployer /src/deployer
 COPY entrypoint /src/entrypoint
 COPY templates /src/templates
-RUN python -m pip install --no-deps /src \
+RUN python -m pip install --no-deps --no-build-isolation /src \
  && rm -rf /src \
+ && python -m pip check \
  && python -c "import entrypoint, deployer.templating as t; assert (t.templates_dir() / 'report').is_dir()"
 
 ENTRYPOINT ["python", "-m", "entrypoint"]

@@ -31,6 +31,7 @@ class GitHubEnv:
         self.environ = os.environ if environ is None else environ
         self.stream = stream or sys.stdout
         self.workspace = Path(self.environ.get("GITHUB_WORKSPACE") or WORKSPACE)
+        self._unwritable: set[str] = set()
 
     # ------------------------------------------------------------------ workflow commands
     def command(self, name: str, message: str = "", **properties: str | int | None) -> None:
@@ -86,21 +87,31 @@ class GitHubEnv:
 
     # ------------------------------------------------------------------ file commands
     def set_outputs(self, outputs: Mapping[str, str]) -> None:
-        target = self.environ.get("GITHUB_OUTPUT")
-        if not target:
+        text = "".join(heredoc(key, value) for key, value in outputs.items())
+        if not self._append("GITHUB_OUTPUT", text, "outputs are printed to the log instead"):
             for key, value in outputs.items():
                 self.stream.write(f"output {key}={value}\n")
-            return
-        with open(target, "a", encoding="utf-8") as fh:
-            for key, value in outputs.items():
-                fh.write(heredoc(key, value))
 
     def append_summary(self, markdown: str) -> None:
-        target = self.environ.get("GITHUB_STEP_SUMMARY")
-        if not target:
-            return
-        with open(target, "a", encoding="utf-8") as fh:
-            fh.write(markdown if markdown.endswith("\n") else markdown + "\n")
+        self._append(
+            "GITHUB_STEP_SUMMARY", markdown if markdown.endswith("\n") else markdown + "\n", "no step summary"
+        )
+
+    def _append(self, variable: str, text: str, fallback: str) -> bool:
+        """Append to the file a file command variable names. A file that cannot be written (the runner
+        did not mount /github/file_commands) is one warning, never an exception: this runs while a
+        failure is being reported, and must not replace it with its own."""
+        target = self.environ.get(variable)
+        if not target or variable in self._unwritable:
+            return False
+        try:
+            with open(target, "a", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            self._unwritable.add(variable)
+            self.warning(f"{variable} {target}: cannot write it ({exc.strerror or exc}); {fallback}")
+            return False
+        return True
 
 
 def heredoc(key: str, value: str) -> str:

@@ -9,11 +9,8 @@ to the embedded control plane, whose state lives in the workspace (as it would i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import uuid
@@ -32,16 +29,6 @@ from tests.githubapi import GitHubAPIServer
 
 pytestmark = pytest.mark.stack
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-ACTION_SOURCES = (
-    "Dockerfile",
-    ".dockerignore",
-    "pyproject.toml",
-    "README.md",
-    "deployer",
-    "entrypoint",
-    "templates",
-)
 REPO = "acme/app"
 TOKEN = "ghs_e2e_write_token"
 # What a GitHub runner's checkout looks like from inside the container: owned by the runner's user.
@@ -73,48 +60,6 @@ PROJECT = {
 
 
 # ---------------------------------------------------------------------------------------------- the image
-
-
-def _context_dir(dest: Path) -> str:
-    """Copy what the Dockerfile needs; return a hash of it (the image tag, so rebuilds are skipped)."""
-    digest = hashlib.sha256()
-    for name in ACTION_SOURCES:
-        source = REPO_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(source, dest / name)
-    for path in sorted(p for p in dest.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(dest).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-@pytest.fixture(scope="session")
-def action_image(docker_client: Any, python_base_image: str) -> str:
-    """The action image, built once per session from this repository's Dockerfile on the stack's
-    Python base (the `BASE_IMAGE` build argument)."""
-    import docker.errors
-
-    with tempfile.TemporaryDirectory(prefix="action-context-") as tmp:
-        tag = f"flyte-deploy-action:test-{_context_dir(Path(tmp))}"
-        try:
-            docker_client.images.get(tag)
-            return tag
-        except docker.errors.ImageNotFound:
-            pass
-        try:
-            docker_client.images.build(
-                path=tmp,
-                tag=tag,
-                buildargs={"BASE_IMAGE": python_base_image},
-                network_mode="host",
-                rm=True,
-                forcerm=True,
-            )
-        except docker.errors.BuildError as exc:
-            log = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)
-            pytest.fail(f"building the action image failed: {exc}\n{log[-4000:]}", pytrace=False)
-    return tag
 
 
 def test_the_action_image_is_small_and_has_no_build_tools(docker_client: Any, action_image: str) -> None:
