@@ -409,4 +409,3 @@ def markdown_table() -> str:
         doc = info.doc.replace("|", r"\|")
         rows.append(f"| {flags} | {action_input} | {env} | {info.default} | {doc} |")
     return "\n".join([TABLE_START, *rows, TABLE_END])
-
