@@ -85,12 +85,23 @@ def run(
     on_registered: EnvRegistered | None = None,
 ) -> Outcome:
     """`deploy`, with progress lines and a hook called after each environment is registered."""
+    with contextlib.ExitStack() as code:  # holds the commit's tree (`--sha`) until the deploy is done
+        return _run(request, code, progress=progress, on_registered=on_registered)
+
+
+def _run(
+    request: DeployRequest,
+    code: contextlib.ExitStack,
+    *,
+    progress: Progress,
+    on_registered: EnvRegistered | None,
+) -> Outcome:
     started_at = datetime.now(UTC)
     clock = _Clock()
     with clock("plan"):
         from deployer.plan import plan_request
 
-        planned = plan_request(request)
+        planned = plan_request(request, code=code)
     plan = planned.plan
     progress(_describe_plan(plan))
     _check_request(plan, request)

@@ -7,12 +7,14 @@ are relative (`root_dir` to the repository top, `source_file` to root_dir), so t
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 from pathlib import Path
 
 from deployer.bundle import bundle_spec, env_includes
 from deployer.discovery import discover
 from deployer.errors import PlanError, UsageError
-from deployer.gitctx import GitContext, read_git_context
+from deployer.gitctx import GitContext, commit_tree, read_git_context
 from deployer.graph import resolve
 from deployer.images.spec import ImageMap, image_spec, parse_image_map
 from deployer.images.tags import apply_mirrors, parse_mirrors
@@ -42,16 +44,29 @@ class PlanResult(Model):
     version: VersionInfo
 
 
-def plan_request(request: DeployRequest) -> PlanResult:
-    """Read git, discover, resolve and plan. Probes Docker only for `--mode auto`."""
+def plan_request(request: DeployRequest, *, code: contextlib.ExitStack | None = None) -> PlanResult:
+    """Read git, discover, resolve and plan. Probes Docker only for `--mode auto`.
+
+    With `--sha` naming another commit than a clean HEAD, the code is that commit's tree, checked
+    out for the deploy: `code` keeps it until it closes (default: until the process exits)."""
     if not Path(request.root_dir).is_dir():
         raise UsageError(f"--root-dir {request.root_dir}: not a directory")
     git = read_git_context(request.root_dir, sha=request.sha)
     version = version_info(git, override=request.version)
-    graph = resolve(discover(request))
+    holder = code if code is not None else _until_exit() if git.from_commit else contextlib.ExitStack()
+    tree = holder.enter_context(commit_tree(git, Path(request.root_dir)))
+    at_commit = request.model_copy(update={"root_dir": tree.root_dir, "path": tree.locate(request.path)})
+    git = git.model_copy(update={"root": tree.top})
+    graph = resolve(discover(at_commit))
     docker_available = docker_answers() if request.mode is Mode.auto else False
     plan = make_plan(request, git, version, graph, docker_available=docker_available)
     return PlanResult(plan=plan, graph=graph, git=git, version=version)
+
+
+def _until_exit() -> contextlib.ExitStack:
+    stack = contextlib.ExitStack()
+    atexit.register(stack.close)
+    return stack
 
 
 def docker_answers() -> bool:
