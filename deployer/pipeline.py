@@ -14,7 +14,6 @@ rest (tasks already registered come back "unchanged").
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +47,9 @@ if TYPE_CHECKING:
 Progress = Callable[[str], None]
 EnvStatus = Literal["registered", "unchanged", "failed", "skipped"]
 EnvRegistered = Callable[[EnvDeployment], None]
+
+
+BUNDLE_SCRATCH = "bundle-"
 
 
 def _quiet(_message: str) -> None:
@@ -202,9 +204,11 @@ def _upload_bundle(
     plan: Plan, root_dir: Path, storage: Storage, state_dir: Path, progress: Progress
 ) -> BundleArtifact:
     from deployer.bundle import build_bundle
+    from deployer.scratch import held_dir, sweep
 
     if plan.bundle is None:
         raise BundleError("no bundle was planned")
+    sweep(state_dir, BUNDLE_SCRATCH)  # bundle copies of deploys that were killed
     digest, size = plan.bundle.digest, plan.bundle.size
     if digest is not None and size is not None and storage.holds(digest, size):
         # The plan already hashed these exact bytes: a stored copy needs no second compression.
@@ -212,9 +216,8 @@ def _upload_bundle(
         if stored is not None:
             progress(f"bundle: reused {stored.uri} ({size} bytes, {len(plan.bundle.files)} files)")
             return stored.model_copy(update={"reused": True})
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=state_dir, prefix="bundle-") as out_dir:
-        artifact = build_bundle(Path(root_dir), plan.bundle.files, Path(out_dir))
+    with held_dir(state_dir, BUNDLE_SCRATCH) as out_dir:
+        artifact = build_bundle(Path(root_dir), plan.bundle.files, out_dir)
         if artifact.digest != plan.bundle.digest:
             raise BundleError(
                 f"the code under {root_dir} changed while deploying (bundle sha256 {artifact.digest}, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import http.server
@@ -9,7 +10,7 @@ import random
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +21,7 @@ from deployer import storage as storage_module
 from deployer.bundle import build_bundle
 from deployer.errors import StorageError, UsageError
 from deployer.models import BundleArtifact
+from deployer.progress import NullProgress
 from deployer.storage import FileStorage, S3Storage, open_storage
 from tests.fixtures.bundle import MakeTree
 
@@ -109,16 +111,31 @@ def test_storage_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             open_storage(url, state_dir=tmp_path)
 
 
-def test_progress_bar_for_large_uploads(
-    make_tree: MakeTree, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+class _Bars(NullProgress):
+    """Records every transfer bar: (label, total, units advanced)."""
+
+    def __init__(self) -> None:
+        self.bars: list[list[Any]] = []
+
+    @contextlib.contextmanager
+    def bar(self, label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        record: list[Any] = [label, total, 0]
+        self.bars.append(record)
+
+        def advance(units: int) -> None:
+            record[2] += units
+
+        yield advance
+
+
+def test_progress_bar_for_large_uploads(make_tree: MakeTree, tmp_path: Path) -> None:
     artifact = _artifact(make_tree, tmp_path / "build", size=5 << 20)
-    FileStorage(tmp_path / "store", progress=True).upload(artifact)
-    err = capsys.readouterr().err
-    assert "upload" in err and "5.2" in err, err
+    progress = _Bars()
+    FileStorage(tmp_path / "store", progress=progress).upload(artifact)
+    assert progress.bars == [["upload", artifact.size, artifact.size]]
     small = _artifact(make_tree, tmp_path / "build", size=1_000, seed=1)
-    FileStorage(tmp_path / "store", progress=True).upload(small)
-    assert capsys.readouterr().err == "", "no bar for small uploads"
+    FileStorage(tmp_path / "store", progress=progress).upload(small)
+    assert len(progress.bars) == 1, "no bar for small uploads"
 
 
 # --------------------------------------------------------------------------- S3
