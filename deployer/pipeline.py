@@ -38,6 +38,7 @@ from deployer.models import (
     Report,
     Timing,
 )
+from deployer.redact import printable_url
 
 if TYPE_CHECKING:
     from deployer.controlplane.client import ControlPlaneClient
@@ -190,7 +191,7 @@ def _dry_run(
     report = Report(
         plan=plan,
         artifacts=Artifacts(bundle=_planned_bundle(plan, bundle_uri), images=images),
-        deployment=_deployment(plan, request.endpoint or "embedded", statuses, dry_run=True),
+        deployment=_deployment(plan, printable_url(request.endpoint or "embedded"), statuses, dry_run=True),
         timings=clock.timings,
         started_at=started_at,
     )
@@ -393,7 +394,7 @@ def _control_plane(request: DeployRequest, state_dir: Path) -> Iterator[tuple[st
 
             endpoint = stack.enter_context(embedded_control_plane(state_dir))
         client = stack.enter_context(ControlPlaneClient(endpoint, insecure=request.insecure, api_key=api_key))
-        yield (endpoint if request.endpoint else f"embedded ({state_dir})"), client
+        yield (printable_url(endpoint) if request.endpoint else f"embedded ({state_dir})"), client
 
 
 def _env_status(

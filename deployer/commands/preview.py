@@ -24,6 +24,7 @@ from deployer.errors import DeployError, RegistryError, UsageError
 from deployer.images.tags import IDENTITY_PREFIX
 from deployer.models import CopyStyle, DeployRequest, Mode
 from deployer.output import progress as default_progress
+from deployer.redact import printable_url
 from deployer.report.models import CleanupResult
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ def cleanup_preview(
         missing_tags=tuple(missing),
         removed_versions=tuple(versions),
         removed_tasks=removed_tasks,
-        control_plane="embedded" if request.endpoint is None else request.endpoint,
+        control_plane="embedded" if request.endpoint is None else printable_url(request.endpoint),
         warnings=tuple(warnings),
     )
 

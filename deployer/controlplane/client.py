@@ -28,6 +28,7 @@ from flyteidl2.task.task_service_connect import TaskServiceClientSync
 
 from deployer.controlplane.specs import spec_differences, spec_digest
 from deployer.errors import ControlPlaneError, UsageError, VersionConflict
+from deployer.redact import printable_url, without_secrets
 
 DeployOutcome = Literal["registered", "unchanged"]
 
@@ -38,6 +39,7 @@ _PAGE = 100
 def normalize_endpoint(endpoint: str, *, insecure: bool = False) -> str:
     """The base URL ConnectRPC posts to, from any endpoint form Flyte users write."""
     raw = endpoint.strip().rstrip("/")
+    shown = printable_url(endpoint)
     parsed = urlparse(raw)
     scheme = "http" if insecure else "https"
     if parsed.scheme in ("http", "https") and parsed.netloc:
@@ -45,12 +47,12 @@ def normalize_endpoint(endpoint: str, *, insecure: bool = False) -> str:
     if parsed.scheme == "dns":
         host = parsed.path.lstrip("/")
         if not host:
-            raise UsageError(f"--endpoint {endpoint!r}: dns:/// needs HOST:PORT, e.g. dns:///127.0.0.1:8090")
+            raise UsageError(f"--endpoint {shown!r}: dns:/// needs HOST:PORT, e.g. dns:///127.0.0.1:8090")
         return f"{scheme}://{host}"
     # urlparse reads "host:8090" as scheme "host"; a real unknown scheme has a netloc.
     if parsed.netloc or not raw or " " in raw:
         raise UsageError(
-            f"--endpoint {endpoint!r}: use http://HOST:PORT, https://HOST, dns:///HOST:PORT or HOST:PORT"
+            f"--endpoint {shown!r}: use http://HOST:PORT, https://HOST, dns:///HOST:PORT or HOST:PORT"
         )
     return f"{scheme}://{raw}"
 
@@ -67,6 +69,7 @@ class ControlPlaneClient:
         backoff_s: float = 0.25,
     ) -> None:
         self.url = normalize_endpoint(endpoint, insecure=insecure)
+        self.shown = printable_url(self.url)
         self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._attempts = max(1, attempts)
         self._backoff_s = backoff_s
@@ -105,8 +108,8 @@ class ControlPlaneClient:
         existing = self.get_task(project, domain, org, name, version)
         if existing is None:
             raise ControlPlaneError(
-                f"control plane {self.url} says task {name} version {version} exists in {project}/{domain}, "
-                "but cannot return it"
+                f"control plane {self.shown} says task {name} version {version} exists in "
+                f"{project}/{domain}, but cannot return it"
             )
         if spec_digest(existing.spec) == spec_digest(spec):
             return "unchanged"
@@ -182,22 +185,22 @@ class ControlPlaneClient:
         raise AssertionError("unreachable")
 
     def _error(self, what: str, exc: ConnectError, attempts: int) -> ControlPlaneError:
-        reason = exc.message or exc.code.name
+        reason = without_secrets(exc.message or exc.code.name, self.url)
         if exc.code == Code.UNAVAILABLE:
             return ControlPlaneError(
-                f"control plane {self.url} is unreachable ({reason}) after {attempts} attempts to {what}"
+                f"control plane {self.shown} is unreachable ({reason}) after {attempts} attempts to {what}"
             )
         if exc.code in (Code.UNAUTHENTICATED, Code.PERMISSION_DENIED):
             return ControlPlaneError(
-                f"control plane {self.url} refused to {what}: {exc.code.name}: {reason} "
+                f"control plane {self.shown} refused to {what}: {exc.code.name}: {reason} "
                 "(check --api-key / FLYTE_DEPLOY_API_KEY)"
             )
         if exc.code == Code.UNIMPLEMENTED:
             return ControlPlaneError(
-                f"{self.url} does not serve flyteidl2 TaskService (cannot {what}: {reason}); "
+                f"{self.shown} does not serve flyteidl2 TaskService (cannot {what}: {reason}); "
                 "is --endpoint a Flyte 2 control plane?"
             )
-        return ControlPlaneError(f"control plane {self.url} refused to {what}: {exc.code.name}: {reason}")
+        return ControlPlaneError(f"control plane {self.shown} refused to {what}: {exc.code.name}: {reason}")
 
 
 class _Tolerated(Exception):
