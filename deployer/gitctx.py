@@ -183,8 +183,8 @@ def _load(repo: git.Repo, rev: str) -> git.Commit:
 def _resolve(repo: git.Repo, rev: str) -> git.Commit:
     """`--sha` as git itself reads a revision (`main@{2}`, `v1^`, `:/subject`), never as an option."""
     try:
-        sha = repo.git.rev_parse("--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}").strip()
-        return _load(repo, sha)
+        found = repo.git.rev_parse("--verify", "--quiet", "--end-of-options", rev).strip()
+        return _load(repo, found)  # peels an annotated tag to its commit; a tree or blob is refused
     except (git.GitCommandError, git.BadName, git.BadObject, ValueError) as exc:
         raise GitError(f"--sha {rev}: no such commit in {repo.working_tree_dir}") from exc
 
@@ -454,15 +454,21 @@ class CodeTree:
     """root_dir inside it."""
     source_top: Path
     """Top of the working tree the request's paths name."""
+    sha: str = ""
+    """The commit the tree holds (empty for the working tree)."""
 
     def locate(self, path: Path | None) -> Path | None:
-        """`path` (in the working tree) at the same place in this tree; paths outside stay as they are."""
+        """`path` (in the working tree) at the same place in this tree; paths outside stay as they are.
+        A path the commit does not hold is an error naming it."""
         if path is None or self.top == self.source_top:
             return path
         absolute = Path(os.path.abspath(path))
         for base in (self.source_top, Path(os.path.realpath(self.source_top))):
             if absolute.is_relative_to(base):
-                return self.top / absolute.relative_to(base)
+                located = self.top / absolute.relative_to(base)
+                if not os.path.lexists(located):
+                    raise GitError(f"{path}: no such file or directory at commit {self.sha[:7]}")
+                return located
         return path
 
 
@@ -481,7 +487,7 @@ def commit_tree(ctx: GitContext, root_dir: Path, *, scratch: Path | None = None)
     assert ctx.sha is not None
     from deployer.scratch import held_dir
 
-    inside = root_dir.relative_to(ctx.root) if root_dir.is_relative_to(ctx.root) else Path()
+    inside = root_dir.relative_to(ctx.root)  # read_git_context found ctx.root above root_dir
     with git.Repo(ctx.root) as repo:
         git_dir = Path(repo.git_dir).resolve()
     with held_dir(Path(scratch or tempfile.gettempdir()), TREE_PREFIX) as tmp:
@@ -498,7 +504,7 @@ def commit_tree(ctx: GitContext, root_dir: Path, *, scratch: Path | None = None)
             raise GitError(f"{where}: cannot check the commit out: {exc}") from exc
         if not (top / inside).is_dir():
             raise GitError(f"--root-dir {inside.as_posix()}: not a directory at commit {ctx.short_sha}")
-        yield CodeTree(top=top, root_dir=top / inside, source_top=ctx.root)
+        yield CodeTree(top=top, root_dir=top / inside, source_top=ctx.root, sha=ctx.sha)
 
 
 def _git(

@@ -443,14 +443,17 @@ class S3Storage(Storage):
     @contextlib.contextmanager
     def _recorded(self, *, multipart: bool) -> Iterator[None]:
         """Abort what dead runs left open, then record this upload's id while it runs."""
-        if not multipart:
+        from deployer.scratch import held_dir, sweep
+
+        if self.journal is not None:
+            sweep(
+                self.journal, UPLOAD_SCRATCH, reclaim=self._abort_recorded
+            )  # local: no request unless one died
+        if multipart:
+            self._abort_stale()
+        if not multipart or self.journal is None:
             yield
             return
-        self._abort_stale()
-        if self.journal is None:
-            yield
-            return
-        from deployer.scratch import held_dir
 
         with held_dir(self.journal, UPLOAD_SCRATCH, reclaim=self._abort_recorded) as record:
 
