@@ -175,9 +175,9 @@ class _ImportScope:
             if module is not None and _is_user_module(module, self.root_dir):
                 self.user_modules[name] = module
         _OWNED.update(self.user_modules)
-        self.loaded_files = tuple(
-            sorted({file for m in self.user_modules.values() if (file := _module_file(m)) is not None})
-        )
+        loaded = {file for m in self.user_modules.values() if (file := _module_file(m)) is not None}
+        linked = _linked_outside(set(sys.modules) - self._modules_before, self.root_dir)
+        self.loaded_files = tuple(sorted(loaded | linked))
 
     def import_file(self, path: Path) -> ModuleType:
         name = _module_name(path, self.root_dir)
@@ -256,6 +256,22 @@ def _is_user_module(module: ModuleType, root_dir: Path) -> bool:
     # Namespace packages (monorepo folders without __init__.py) have only a search path.
     paths = [Path(p).resolve() for p in getattr(module, "__path__", [])]
     return bool(paths) and all(p.is_relative_to(root_dir) for p in paths)
+
+
+def _linked_outside(names: set[str], root_dir: Path) -> set[Path]:
+    """Modules imported from under root_dir through a symlink that leads outside it, by the path
+    they were imported as: the bundle selection refuses them, naming the link (it cannot ship them,
+    and leaving them out fails only at run time)."""
+    found: set[Path] = set()
+    for name in names:
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if not file:
+            continue
+        path, real = Path(file).absolute(), Path(file).resolve()
+        escapes = path.is_relative_to(root_dir) and not real.is_relative_to(root_dir)
+        if escapes and not (_is_library_file(path) or _is_library_file(real)):
+            found.add(path)
+    return found
 
 
 def _show(path: Path, root_dir: Path) -> str:

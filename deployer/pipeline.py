@@ -21,7 +21,6 @@ registered come back "unchanged").
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from deployer.models import (
     Timing,
 )
 from deployer.progress import QUIET, Progress
+from deployer.redact import printable_url
 from deployer.request import DeployRequest
 
 if TYPE_CHECKING:
@@ -56,6 +56,9 @@ if TYPE_CHECKING:
 
 Stage = Literal["plan", "build", "deploy"]
 EnvRegistered = Callable[[EnvDeployment], None]
+
+
+BUNDLE_SCRATCH = "bundle-"
 
 
 @dataclass
@@ -83,6 +86,18 @@ def run(
 
     With `settings.dry_run`, a deploy stops after "plan" and a build only renders images and looks them
     up. `on_registered` is called after each environment is registered."""
+    with contextlib.ExitStack() as code:  # holds the commit's tree (`--sha`) until the run is done
+        return _run(request, code, until=until, progress=progress, on_registered=on_registered)
+
+
+def _run(
+    request: DeployRequest,
+    code: contextlib.ExitStack,
+    *,
+    until: Stage,
+    progress: Progress,
+    on_registered: EnvRegistered | None,
+) -> Outcome:
     settings = request.settings
     # A dry run of a deploy shows what would be sent; a dry run of a build only looks images up.
     stage: Stage = "plan" if settings.dry_run and until == "deploy" else until
@@ -91,7 +106,7 @@ def run(
     with clock("plan"):
         from deployer.plan import plan_request
 
-        planned = plan_request(request)
+        planned = plan_request(request, code=code)
     plan = planned.plan
     progress.info(_describe_plan(plan))
     for warning in plan.warnings:
@@ -100,7 +115,7 @@ def run(
     if stage == "build":
         return _build_only(request, planned, clock, started_at, progress)
 
-    storage = _storage(plan, request)
+    storage = _storage(plan, request, progress)
     digest = plan.bundle.digest if plan.bundle else None
     bundle_uri = storage.uri_for(digest) if storage is not None and digest else None
     with clock("validate"):
@@ -152,13 +167,16 @@ def _check_request(plan: Plan, request: DeployRequest, stage: Stage) -> None:
         )
 
 
-def _storage(plan: Plan, request: DeployRequest) -> Storage | None:
+def _storage(plan: Plan, request: DeployRequest, progress: Progress) -> Storage | None:
     """Bundle storage, when some environment ships its code in the bundle."""
     if not any(env.mode == "bundle" for env in plan.environments):
         return None
-    from deployer.storage import open_storage
+    from deployer.storage import S3Options, open_storage
 
-    return open_storage(request.settings.storage, state_dir=request.settings.state)
+    settings = request.settings
+    return open_storage(
+        settings.storage, state_dir=settings.state, s3=S3Options.from_settings(settings), progress=progress
+    )
 
 
 def _dry_run(
@@ -181,7 +199,9 @@ def _dry_run(
         _env_status(env, "skipped", uris, bundle_uri if env.mode == "bundle" else None)
         for env in plan.environments
     ]
-    deployment = _deployment(plan, request.settings.endpoint or "embedded", statuses, dry_run=True)
+    deployment = _deployment(
+        plan, printable_url(request.settings.endpoint or "embedded"), statuses, dry_run=True
+    )
     artifacts = Artifacts(bundle=_planned_bundle(plan, bundle_uri) if bundle_uri else None, images=images)
     return Outcome(report=_report(plan, artifacts, deployment, clock, started_at), specs=specs)
 
@@ -216,9 +236,11 @@ def _upload_bundle(
     plan: Plan, root_dir: Path, storage: Storage, state_dir: Path, progress: Progress
 ) -> BundleArtifact:
     from deployer.bundle import build_bundle
+    from deployer.scratch import held_dir, sweep
 
     if plan.bundle is None:
         raise BundleError("no bundle was planned")
+    sweep(state_dir, BUNDLE_SCRATCH)  # bundle copies of deploys that were killed
     digest, size = plan.bundle.digest, plan.bundle.size
     if digest is not None and size is not None and storage.holds(digest, size):
         # The plan already hashed these exact bytes: a stored copy needs no second compression.
@@ -226,9 +248,8 @@ def _upload_bundle(
         if stored is not None:
             progress.info(f"bundle: reused {stored.uri} ({size} bytes, {len(plan.bundle.files)} files)")
             return stored.model_copy(update={"reused": True})
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=state_dir, prefix="bundle-") as out_dir:
-        artifact = build_bundle(Path(root_dir), plan.bundle.files, Path(out_dir))
+    with held_dir(state_dir, BUNDLE_SCRATCH) as out_dir:
+        artifact = build_bundle(Path(root_dir), plan.bundle.files, out_dir)
         if artifact.digest != plan.bundle.digest:
             raise BundleError(
                 f"the code under {root_dir} changed while deploying (bundle sha256 {artifact.digest}, "

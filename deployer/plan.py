@@ -7,12 +7,14 @@ are relative (`root_dir` to the repository top, `source_file` to root_dir), so t
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 from pathlib import Path
 
 from deployer.bundle import bundle_spec, env_includes
 from deployer.discovery import FlyteScope, discover
 from deployer.errors import PlanError, UsageError
-from deployer.gitctx import GitContext, read_git_context
+from deployer.gitctx import GitContext, commit_tree, read_git_context
 from deployer.graph import resolve
 from deployer.images.spec import ImageMap, image_spec, parse_image_map
 from deployer.images.tags import apply_mirrors, parse_mirrors
@@ -60,21 +62,33 @@ class PlanSettings(Model):
         return cls(**{name: getattr(settings, name) for name in cls.model_fields})
 
 
-def plan_request(request: DeployRequest) -> PlanResult:
-    """Read git, discover, resolve and plan, one stage after the other.
+def plan_request(request: DeployRequest, *, code: contextlib.ExitStack | None = None) -> PlanResult:
+    """Read git, discover, resolve and plan, one stage after the other. Probes Docker only for
+    `--mode auto`.
 
-    Probes Docker only for `--mode auto`."""
+    With `--sha` naming another commit than a clean HEAD, the code is that commit's tree, checked
+    out for the deploy: `code` keeps it until it closes (default: until the process exits)."""
     settings = request.settings
     root_dir = settings.root
     if not root_dir.is_dir():
         raise UsageError(f"--root-dir {settings.root_dir}: not a directory")
     git = read_git_context(root_dir, sha=settings.sha)
     version = version_info(git, override=settings.version)
+    holder = code if code is not None else _until_exit() if git.from_commit else contextlib.ExitStack()
+    tree = holder.enter_context(commit_tree(git, root_dir))
+    selection = request.selection.model_copy(update={"path": tree.locate(request.selection.path)})
+    git = git.model_copy(update={"root": tree.top})
     scope = FlyteScope(project=settings.project, domain=settings.domain, org=settings.org)
-    graph = resolve(discover(request.selection, root_dir, scope))
+    graph = resolve(discover(selection, tree.root_dir, scope))
     docker_available = docker_answers() if settings.mode is Mode.auto else False
     plan = make_plan(git, version, graph, PlanSettings.of(settings), docker_available=docker_available)
     return PlanResult(plan=plan, graph=graph, git=git, version=version)
+
+
+def _until_exit() -> contextlib.ExitStack:
+    stack = contextlib.ExitStack()
+    atexit.register(stack.close)
+    return stack
 
 
 def docker_answers() -> bool:

@@ -4,37 +4,45 @@ Objects are named `<prefix>/<sha256>.tar.gz`, so an object that exists already h
 bytes an upload would send: it is reused, never uploaded again. Two backends behind one small
 interface: `file://DIR` (the embedded default, under the state dir) and `s3://BUCKET/PREFIX`.
 
-S3 settings come from the environment (the CLI may pass the first three as keyword arguments):
-    FLYTE_DEPLOY_S3_ENDPOINT_URL, else AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL
-        an S3-compatible endpoint (default: AWS)
-    AWS_REGION, else AWS_DEFAULT_REGION          region (default us-east-1)
-    FLYTE_DEPLOY_S3_ADDRESSING_STYLE             path, virtual or auto
-        (default: path when an endpoint is set, else auto)
-    FLYTE_DEPLOY_S3_MAX_ATTEMPTS                 attempts per request, with exponential backoff
-        between them, on throttling, 5xx and connection errors (default 5)
-    FLYTE_DEPLOY_PROGRESS=1                      progress bars even when stderr is not a terminal
+Reuse is verified, never assumed from the name: a stored object is reused only when its sha256 is the
+one its name says (S3: the full-object SHA256 checksum S3 computed when the object was stored; else,
+as for the file backend, the object's bytes hashed as they stream by). A corrupt copy is stored again.
 
+S3 settings (`S3Options`) come from `deployer.settings` (`s3_endpoint_url`, `s3_addressing_style`,
+`s3_max_attempts`); the region from AWS_REGION, else AWS_DEFAULT_REGION (default us-east-1).
 Credentials come from boto3's default chain: environment keys, shared config/profiles, and
 `AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE` (GitHub OIDC role assumption).
+
+A killed deploy can leave a multipart upload open, which S3 keeps (and bills) until it is aborted.
+Each multipart upload is recorded in a scratch directory of the state dir held by its process
+(`deployer.scratch`): the next upload aborts those whose process is gone at once. Uploads started
+elsewhere (another runner) are aborted once no part of theirs has arrived for `stale_upload_after`.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
+import json
 import os
 import re
-import sys
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from deployer.errors import StorageError, UsageError
 from deployer.models import BundleArtifact
+from deployer.progress import QUIET, Advance, Progress
+
+if TYPE_CHECKING:
+    from deployer.settings import Settings
 
 S3Client = Any  # boto3 builds its client classes at runtime
 SUFFIX = ".tar.gz"
@@ -43,6 +51,11 @@ MULTIPART_THRESHOLD = 64 << 20
 MULTIPART_CHUNK = 16 << 20
 MIN_PART = 5 << 20  # S3's smallest part
 DEFAULT_MAX_ATTEMPTS = 5
+# Longer than any one part takes to arrive (16 MiB at 10 KiB/s is under half an hour).
+STALE_UPLOAD_AFTER = 6 * 3600.0
+UPLOAD_SCRATCH = "s3-upload-"
+# A temporary copy older than this whose writer holds no lock on it is a leftover.
+_TEMP_GRACE = 60.0
 _CONTENT_NAME = re.compile(r"^([0-9a-f]{64})\.tar\.gz$")
 
 
@@ -65,34 +78,54 @@ def _expected_digest(name: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _show_progress(size: int, progress: bool | None) -> bool:
-    if progress is not None:
-        return progress and size >= PROGRESS_THRESHOLD
-    wanted = os.environ.get("FLYTE_DEPLOY_PROGRESS", "").lower() in ("1", "true", "yes")
-    return size >= PROGRESS_THRESHOLD and (wanted or sys.stderr.isatty())
-
-
 @contextlib.contextmanager
-def _progress(label: str, size: int, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """A callback taking byte counts; draws a rich bar on stderr when enabled."""
-    if not enabled:
-        yield lambda _n: None
+def _bar(progress: Progress, label: str, size: int) -> Iterator[Advance]:
+    """A transfer bar for large transfers only: small ones would only flicker."""
+    if size < PROGRESS_THRESHOLD:
+        yield _ignore
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+    with progress.bar(label, size) as advance:
+        yield advance
 
-    columns = (label, BarColumn(), DownloadColumn(), TransferSpeedColumn())
-    console = Console(stderr=True)
-    # On a terminal the bar disappears when done; in a CI log its final state stays as a record.
-    with Progress(*columns, console=console, transient=console.is_terminal) as bar:
-        task = bar.add_task(label, total=size)
-        yield lambda n: bar.advance(task, n)
+
+def _ignore(_units: int) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """How to reach S3: None means boto3's default (AWS) for the endpoint."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    """Default: AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1."""
+    addressing_style: Literal["path", "virtual", "auto"] | None = None
+    """Default: path with an endpoint, else auto."""
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    stale_upload_after: float = STALE_UPLOAD_AFTER
+    """Seconds without a new part after which another run's multipart upload is aborted."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> S3Options:
+        return cls(
+            endpoint_url=settings.s3_endpoint_url,
+            addressing_style=settings.s3_addressing_style,
+            max_attempts=settings.s3_max_attempts,
+        )
+
+    @classmethod
+    def from_environment(cls) -> S3Options:
+        """The settings as the environment gives them (the default of callers that pass none)."""
+        from deployer.settings import load_settings
+
+        return cls.from_settings(load_settings())
 
 
 class Storage(ABC):
-    """Where bundles live. `upload` is idempotent: an existing object is reused."""
+    """Where bundles live. `upload` is idempotent: an intact existing object is reused."""
 
     url: str
+    progress: Progress = QUIET
 
     @abstractmethod
     def uri_for(self, digest: str) -> str:
@@ -101,6 +134,10 @@ class Storage(ABC):
     @abstractmethod
     def _stored_size(self, digest: str) -> int | None:
         """Size of the stored object, or None when there is none."""
+
+    @abstractmethod
+    def _stored_digest(self, digest: str) -> str:
+        """sha256 (hex) of the stored object's bytes (which exists, with the expected size)."""
 
     @abstractmethod
     def _put(self, artifact: BundleArtifact) -> None:
@@ -114,15 +151,26 @@ class Storage(ABC):
         return self._stored_size(digest) is not None
 
     def holds(self, digest: str, size: int) -> bool:
-        """A complete copy of this bundle is stored (its key names the digest; the size rules out a
-        partial object)."""
-        return self._stored_size(digest) == size
+        """An intact copy of this bundle is stored: the size, then the sha256 of what is stored."""
+        return self._check(digest, size) == "intact"
+
+    def _check(self, digest: str, size: int) -> Literal["missing", "intact", "corrupt"]:
+        stored = self._stored_size(digest)
+        if stored is None:
+            return "missing"
+        if stored != size or self._stored_digest(digest) != digest:
+            return "corrupt"
+        return "intact"
 
     def upload(self, artifact: BundleArtifact) -> BundleArtifact:
-        """Store the bundle unless an object with its digest (and size) is there already."""
+        """Store the bundle unless an intact object with its digest is there already; a corrupt one
+        (truncated, or other bytes under this name) is replaced."""
         uri = self.uri_for(artifact.digest)
-        if self.holds(artifact.digest, artifact.size):
+        state = self._check(artifact.digest, artifact.size)
+        if state == "intact":
             return artifact.model_copy(update={"uri": uri, "reused": True})
+        if state == "corrupt":
+            self.progress.warning(f"{uri} does not hold the bytes its name says: storing it again")
         try:
             actual = artifact.path.stat().st_size
         except OSError as exc:
@@ -134,6 +182,35 @@ class Storage(ABC):
             )
         self._put(artifact)
         return artifact.model_copy(update={"uri": uri, "reused": False})
+
+
+_TEMP_PREFIX = "."
+
+
+def _sweep_temp_copies(directory: Path) -> None:
+    """Remove the partial copies (`.<name>.<random>`) that killed runs left, when no live writer
+    holds their lock and they are older than a creation's few microseconds between file and lock."""
+    now = time.time()
+    try:
+        candidates = [
+            p for p in directory.iterdir() if p.name.startswith(_TEMP_PREFIX) and SUFFIX + "." in p.name
+        ]
+    except OSError:
+        return
+    for path in candidates:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if now - os.fstat(fd).st_mtime < _TEMP_GRACE:
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path.unlink(missing_ok=True)
+        except OSError:
+            continue  # its writer is alive
+        finally:
+            os.close(fd)
 
 
 def _download_target(uri: str, dest: Path) -> Path:
@@ -150,10 +227,10 @@ def _check_download(uri: str, digest: str) -> None:
 class FileStorage(Storage):
     """A directory on a local or mounted filesystem. Writes are atomic (temp file + rename)."""
 
-    def __init__(self, root: Path, *, progress: bool | None = None) -> None:
+    def __init__(self, root: Path, *, progress: Progress = QUIET) -> None:
         self.root = Path(os.path.abspath(root))
         self.url = self.root.as_uri()
-        self._progress = progress
+        self.progress = progress
 
     def _path(self, digest: str) -> Path:
         return self.root / f"{digest}{SUFFIX}"
@@ -169,15 +246,20 @@ class FileStorage(Storage):
         except OSError as exc:
             raise StorageError(f"cannot read storage {self.root}: {exc.strerror}") from exc
 
+    def _stored_digest(self, digest: str) -> str:
+        return _file_digest(self._path(digest))
+
     def _copy(self, source: Path, target: Path, *, size: int, expected: str | None, label: str) -> None:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+            _sweep_temp_copies(target.parent)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f"{_TEMP_PREFIX}{target.name}.")
+            # Held while the copy is written: a sweeper never takes the copy of a live run.
+            fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as exc:
             raise StorageError(f"cannot write to {target.parent}: {exc.strerror}") from exc
         try:
-            show = _show_progress(size, self._progress)
-            with os.fdopen(fd, "wb") as out, _progress(label, size, show) as bar:
+            with os.fdopen(fd, "wb") as out, _bar(self.progress, label, size) as bar:
 
                 def write(chunk: bytes) -> None:
                     out.write(chunk)
@@ -230,16 +312,21 @@ class S3Storage(Storage):
         prefix: str,
         client: S3Client,
         *,
-        progress: bool | None = None,
+        progress: Progress = QUIET,
         multipart_threshold: int = MULTIPART_THRESHOLD,
+        journal: Path | None = None,
+        stale_upload_after: float = STALE_UPLOAD_AFTER,
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self.client = client
-        self._progress = progress
+        self.progress = progress
         # Below this size one PUT carries the whole object and S3 checks it against our sha256.
         self.multipart_threshold = multipart_threshold
+        # Where this machine records its multipart uploads (the state dir); None: not recorded.
+        self.journal = journal
+        self.stale_upload_after = stale_upload_after
 
     def _key(self, digest: str) -> str:
         name = f"{digest}{SUFFIX}"
@@ -289,6 +376,37 @@ class S3Storage(Storage):
         head = self._head(self._key(digest))
         return None if head is None else int(head["ContentLength"])
 
+    def _check(self, digest: str, size: int) -> Literal["missing", "intact", "corrupt"]:
+        key = self._key(digest)
+        head = self._head(key)
+        if head is None:
+            return "missing"
+        if int(head["ContentLength"]) != size:
+            return "corrupt"
+        return "intact" if self._stored_sha256(key, head) == digest else "corrupt"
+
+    def _stored_digest(self, digest: str) -> str:
+        key = self._key(digest)
+        head = self._head(key)
+        if head is None:
+            raise StorageError(f"s3://{self.bucket}/{key} vanished while it was being checked")
+        return self._stored_sha256(key, head)
+
+    def _stored_sha256(self, key: str, head: dict[str, Any]) -> str:
+        """The full-object SHA256 S3 computed when the object was stored (every single-PUT bundle has
+        one); otherwise (multipart, or stored without a checksum) the sha256 of its bytes, streamed."""
+        checksum = head.get("ChecksumSHA256")
+        if checksum and "-" not in checksum and head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
+            return base64.b64decode(checksum).hex()
+        sha = hashlib.sha256()
+        uri = f"s3://{self.bucket}/{key}"
+        with self._errors(f"read {uri}"), _bar(self.progress, "verify", int(head["ContentLength"])) as bar:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            for chunk in body.iter_chunks(1 << 20):
+                sha.update(chunk)
+                bar(len(chunk))
+        return sha.hexdigest()
+
     def _put(self, artifact: BundleArtifact) -> None:
         from boto3.s3.transfer import TransferConfig
 
@@ -310,15 +428,93 @@ class S3Storage(Storage):
             multipart_chunksize=min(MULTIPART_CHUNK, max(MIN_PART, self.multipart_threshold)),
             max_concurrency=4,
         )
-        show = _show_progress(artifact.size, self._progress)
         with (
             self._errors(f"upload {artifact.path.name} to s3://{self.bucket}/{key}"),
-            _progress("upload", artifact.size, show) as advance,
+            self._recorded(multipart=artifact.size >= self.multipart_threshold),
+            _bar(self.progress, "upload", artifact.size) as advance,
         ):
             self.client.upload_file(
                 str(artifact.path), self.bucket, key, ExtraArgs=extra, Callback=advance, Config=config
             )
         self._verify(key, artifact)
+
+    # -- multipart uploads that killed runs left open ----------------------------------------------
+
+    @contextlib.contextmanager
+    def _recorded(self, *, multipart: bool) -> Iterator[None]:
+        """Abort what dead runs left open, then record this upload's id while it runs."""
+        from deployer.scratch import held_dir, sweep
+
+        if self.journal is not None:
+            sweep(
+                self.journal, UPLOAD_SCRATCH, reclaim=self._abort_recorded
+            )  # local: no request unless one died
+        if multipart:
+            self._abort_stale()
+        if not multipart or self.journal is None:
+            yield
+            return
+
+        with held_dir(self.journal, UPLOAD_SCRATCH, reclaim=self._abort_recorded) as record:
+
+            def remember(parsed: dict[str, Any], **_: Any) -> None:
+                upload = {
+                    "bucket": parsed.get("Bucket"),
+                    "key": parsed.get("Key"),
+                    "id": parsed.get("UploadId"),
+                }
+                (record / "upload.json").write_text(json.dumps(upload))
+
+            event = "after-call.s3.CreateMultipartUpload"
+            self.client.meta.events.register(event, remember)
+            try:
+                yield
+            finally:
+                self.client.meta.events.unregister(event, remember)
+
+    def _abort_recorded(self, record: Path) -> bool:
+        """A dead run's upload, from its record: aborted (True), or kept for later when S3 fails."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            upload = json.loads((record / "upload.json").read_text())
+        except (OSError, ValueError):
+            return True  # killed before S3 gave it an upload id: nothing to abort
+        if upload.get("bucket") != self.bucket:
+            return False  # another storage's: its own next upload aborts it
+        try:
+            self.client.abort_multipart_upload(
+                Bucket=upload["bucket"], Key=upload["key"], UploadId=upload["id"]
+            )
+        except ClientError as exc:
+            return exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "404")
+        except BotoCoreError:
+            return False
+        return True
+
+    def _abort_stale(self) -> None:
+        """Abort multipart uploads of bundles under this prefix that no part has reached for
+        `stale_upload_after` seconds: their runs are gone (a live upload sends a part every few seconds)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        now = time.time()
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    key, upload_id = upload["Key"], upload["UploadId"]
+                    if not _CONTENT_NAME.match(key[len(prefix) :]):
+                        continue
+                    last = upload["Initiated"].timestamp()
+                    parts = self.client.list_parts(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                    last = max([last, *(part["LastModified"].timestamp() for part in parts.get("Parts", []))])
+                    if now - last >= self.stale_upload_after:
+                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except (ClientError, BotoCoreError):
+            pass  # housekeeping: a bucket that refuses listing still takes uploads
 
     def _verify(self, key: str, artifact: BundleArtifact) -> None:
         head = self._head(key)
@@ -363,48 +559,38 @@ def _env(*names: str) -> str | None:
     return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
 
-def s3_client(
-    *, endpoint_url: str | None = None, region: str | None = None, addressing_style: str | None = None
-) -> S3Client:
+def s3_client(options: S3Options | None = None) -> S3Client:
     """A boto3 S3 client with bounded retries (exponential backoff with jitter on throttling,
-    5xx and connection errors)."""
+    5xx and connection errors). Default options: `S3Options.from_environment()`."""
     import boto3
     from botocore.config import Config
 
-    endpoint_url = endpoint_url or _env(
-        "FLYTE_DEPLOY_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"
-    )
-    region = region or _env("AWS_REGION", "AWS_DEFAULT_REGION") or "us-east-1"
-    style = addressing_style or _env("FLYTE_DEPLOY_S3_ADDRESSING_STYLE")
-    style = style or ("path" if endpoint_url else "auto")
-    if style not in ("path", "virtual", "auto"):
-        raise UsageError(f"FLYTE_DEPLOY_S3_ADDRESSING_STYLE={style!r}: expected path, virtual or auto")
-    raw_attempts = _env("FLYTE_DEPLOY_S3_MAX_ATTEMPTS") or str(DEFAULT_MAX_ATTEMPTS)
-    if not raw_attempts.isdigit() or int(raw_attempts) < 1:
-        raise UsageError(f"FLYTE_DEPLOY_S3_MAX_ATTEMPTS={raw_attempts!r}: expected a whole number >= 1")
+    options = options if options is not None else S3Options.from_environment()
+    region = options.region or _env("AWS_REGION", "AWS_DEFAULT_REGION") or "us-east-1"
+    style = options.addressing_style or ("path" if options.endpoint_url else "auto")
+    if options.max_attempts < 1:
+        raise UsageError(f"S3 max attempts {options.max_attempts}: expected a whole number >= 1")
     config = Config(
         region_name=region,
-        retries={"mode": "standard", "total_max_attempts": int(raw_attempts)},
+        retries={"mode": "standard", "total_max_attempts": options.max_attempts},
         connect_timeout=10,
         read_timeout=60,
         s3={"addressing_style": style},
     )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+    return boto3.session.Session().client("s3", endpoint_url=options.endpoint_url, config=config)
 
 
 def open_storage(
     url: str | None,
     *,
     state_dir: Path,
-    progress: bool | None = None,
-    endpoint_url: str | None = None,
-    region: str | None = None,
-    addressing_style: str | None = None,
+    s3: S3Options | None = None,
+    progress: Progress = QUIET,
 ) -> Storage:
     """`file://DIR`, `s3://BUCKET/PREFIX`, or None for `file://<state_dir>/bundles`.
 
-    `progress`: None draws a bar for large transfers when stderr is a terminal (or
-    FLYTE_DEPLOY_PROGRESS=1); True/False force it on/off.
+    `s3`: how to reach S3 (default: `S3Options.from_environment()`); `progress` gets a bar for each
+    large transfer. Multipart uploads are recorded under `state_dir` while they run.
     """
     if url is None:
         return FileStorage(state_dir / "bundles", progress=progress)
@@ -419,6 +605,13 @@ def open_storage(
     if parts.scheme == "s3":
         if not parts.netloc:
             raise UsageError(f"--storage {url!r}: s3:// needs a bucket, as in s3://BUCKET/PREFIX")
-        client = s3_client(endpoint_url=endpoint_url, region=region, addressing_style=addressing_style)
-        return S3Storage(parts.netloc, parts.path, client, progress=progress)
+        options = s3 if s3 is not None else S3Options.from_environment()
+        return S3Storage(
+            parts.netloc,
+            parts.path,
+            s3_client(options),
+            progress=progress,
+            journal=state_dir,
+            stale_upload_after=options.stale_upload_after,
+        )
     raise UsageError(f"--storage {url!r}: expected file://DIR or s3://BUCKET/PREFIX")

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from deployer.errors import ControlPlaneError, DeployError, UsageError
 from deployer.models import Report
+from deployer.redact import url_secrets
 from deployer.report.github import GitHubReporter, GitHubSettings
 from deployer.report.models import CleanupResult, RunInfo, RunKind
 from deployer.report.preview import finish_cleanup, finish_preview, recorded_preview, start_preview
@@ -85,6 +86,8 @@ class ActionRun:
         # Masks go out before anything else is printed, even before the inputs are validated.
         for field in SECRET_INPUTS:
             self.gh.mask(self.env.get(input_env_key(field), "").strip())
+        for secret in url_secrets(self.env.get(input_env_key("endpoint"), "")):
+            self.gh.mask(secret)
         try:
             with self.gh.group("flyte-deploy: inputs and trigger"):
                 inputs = read_inputs(self.env)

@@ -266,6 +266,37 @@ def test_ignore_files_above_root_dir_apply_like_git(make_git_repo: MakeGitRepo) 
     assert select_files(root, CopyStyle.loaded_modules, loaded, []) == ("app/main.py",)
 
 
+def test_a_git_file_never_ships_and_undecodable_names_are_refused(make_tree: MakeTree) -> None:
+    # `.git` is a file in a submodule's (and a linked worktree's) checkout.
+    root = make_tree({"app.py": "", "lib/.git": "gitdir: ../.git/modules/lib\n", "lib/helper.py": ""})
+    assert _all(root) == ("app.py", "lib/helper.py")
+    assert select_files(root, CopyStyle.all, [], ["lib"]) == ("app.py", "lib/helper.py")
+
+    bad = os.fsdecode(b"data/caf\xe9.csv")
+    write_tree(root, {bad: "1,2\n", "data/ok-\u00e9.csv": "3,4\n"})
+    with pytest.raises(BundleError, match=r"^data/caf\\xe9\.csv: the file name is not valid UTF-8"):
+        select(root, CopyStyle.all, [], [])
+    # Ignore patterns still match such a name (its bad byte reads as one character), and `!` works.
+    (root / ".flyteignore").write_text("data/caf?.csv\n")
+    assert "data/ok-\u00e9.csv" in _all(root)
+    (root / ".flyteignore").write_text("data/*\n!data/ok-*\n")
+    assert _all(root) == (".flyteignore", "app.py", "data/ok-\u00e9.csv", "lib/helper.py")
+
+
+def test_ignore_patterns_that_backtrack_in_python_re_keep_their_meaning(make_tree: MakeTree) -> None:
+    pattern = "*a" * 16 + "*b"
+    root = make_tree(
+        {
+            ".flyteignore": f"{pattern}\n!keep*\nsub/\n",
+            "a" * 30: "",
+            "a" * 30 + "b": "",
+            "keep-ab": "",
+            "sub/x": "",
+        }
+    )
+    assert _all(root) == (".flyteignore", "a" * 30, "keep-ab")
+
+
 def test_loaded_modules_keeps_loaded_files_under_root_minus_flyteignore(
     make_git_repo: MakeGitRepo, tmp_path: Path
 ) -> None:

@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from deployer.errors import GitError
-from deployer.gitctx import public_url, read_git_context
-from tests.fixtures.gitrepo import GitRepo, MakeGitRepo
+from deployer.gitctx import commit_tree, public_url, read_git_context
+from tests.fixtures.gitrepo import GitRepo, MakeGitRepo, run_git
 
 DATE = "2024-05-06T07:08:09+00:00"
 NO_CI: dict[str, str] = {}
+# A submodule's clone has no local identity of its own.
+IDENTITY = ("-c", "user.name=Flyte Deploy Tests", "-c", "user.email=tests@flyte-deploy.invalid")
 
 
 def write_event(tmp_path: Path, payload: object, name: str = "event.json") -> Path:
@@ -78,6 +80,142 @@ def test_unknown_sha_is_an_error(repo: GitRepo) -> None:
         read_git_context(repo.path, sha="deadbeef", environ=NO_CI)
 
 
+@pytest.mark.parametrize("rev", ["main@{9999}", "--output=/tmp/x", "HEAD~5", "nope^{tree}", ""])
+def test_sha_is_read_as_git_reads_a_revision_never_as_an_option(repo: GitRepo, rev: str) -> None:
+    with pytest.raises(GitError, match=r"--sha .*: no such commit"):
+        read_git_context(repo.path, sha=rev or "''", environ=NO_CI)
+    repo.commit("second", files={"app.py": "print(2)\n"})
+    first = repo.rev_parse("HEAD~1")
+    for spelled in ("HEAD~1", "main@{1}", ":/first commit", f"{first[:8]}^{{commit}}"):
+        assert read_git_context(repo.path, sha=spelled, environ=NO_CI).sha == first
+
+
+def test_a_sha_other_than_a_clean_head_is_read_from_the_commit(repo: GitRepo) -> None:
+    first = repo.head_sha
+    repo.commit("second", files={"app.py": "print(2)\n"})
+    repo.write("app.py", "print('uncommitted')\n")
+    older = read_git_context(repo.path, sha=first, environ=NO_CI)
+    assert (older.sha, older.from_commit, older.dirty, older.content_hash) == (first, True, False, None)
+    head = read_git_context(repo.path, sha="HEAD", environ=NO_CI)
+    # A dirty HEAD: the commit's code is deployed, not the work tree's.
+    assert (head.from_commit, head.dirty) == (True, False)
+    repo.git("checkout", "--", "app.py")
+    clean = read_git_context(repo.path, sha="HEAD", environ=NO_CI)
+    assert (clean.from_commit, clean.dirty) == (False, False)
+    assert not read_git_context(repo.path, environ=NO_CI).from_commit
+
+
+def _tree(top: Path) -> dict[str, tuple[str, str]]:
+    """Every entry under `top` but `.git`: kind (file, exec, link, dir) and content or target."""
+    found: dict[str, tuple[str, str]] = {}
+    for path in sorted(top.rglob("*")):
+        rel = path.relative_to(top).as_posix()
+        if rel == ".git" or rel.startswith(".git/") or "/.git" in rel:
+            continue
+        if path.is_symlink():
+            found[rel] = ("link", str(path.readlink()))
+        elif path.is_dir():
+            found[rel] = ("dir", "")
+        else:
+            found[rel] = ("exec" if path.stat().st_mode & 0o111 else "file", path.read_text())
+    return found
+
+
+def _repo_state(repo: GitRepo) -> tuple[str, str, bytes]:
+    return (
+        repo.git("for-each-ref"),
+        repo.git("status", "--porcelain", "--ignored"),
+        (repo.path / ".git" / "index").read_bytes(),
+    )
+
+
+def test_commit_tree_checks_the_commit_out_as_a_checkout_would_and_touches_nothing(
+    make_git_repo: MakeGitRepo,
+) -> None:
+    repo = make_git_repo(files={"svc/app.py": "VALUE = 1\n", "svc/run.sh": "#!/bin/sh\n", "top.txt": "t\n"})
+    repo.path.joinpath("svc", "run.sh").chmod(0o755)
+    repo.path.joinpath("svc", "alias.py").symlink_to("app.py")
+    repo.write(".gitattributes", "*.txt text eol=crlf\n")
+    first = repo.commit("first")
+    checkout = repo.clone()
+    checkout.git("checkout", "--quiet", first)
+    repo.commit("second", files={"svc/app.py": "VALUE = 2\n", "svc/new.py": "", "svc/run.sh": None})
+    repo.write("svc/app.py", "VALUE = 3\n")
+    before = _repo_state(repo)
+
+    ctx = read_git_context(repo.path / "svc", sha=first, environ=NO_CI)
+    with commit_tree(ctx, repo.path / "svc") as tree:
+        assert tree.root_dir == tree.top / "svc" and tree.top.name == repo.path.name
+        assert _tree(tree.top) == _tree(checkout.path)
+        assert (tree.top / "top.txt").read_bytes() == b"t\r\n", "attributes apply as in a checkout"
+        assert tree.locate(repo.path / "svc" / "app.py") == tree.root_dir / "app.py"
+        assert tree.locate(Path("/elsewhere/x.py")) == Path("/elsewhere/x.py")
+        # A repository at the commit, clean: ignore files above root_dir apply as in any checkout.
+        assert run_git(tree.top, "rev-parse", "HEAD") == first
+        assert run_git(tree.top, "status", "--porcelain") == ""
+        top = tree.top
+    assert not top.parent.exists(), "removed on exit"
+    assert _repo_state(repo) == before, "the repository and its work tree are untouched"
+
+    head = read_git_context(repo.path, environ=NO_CI)
+    with commit_tree(head, repo.path) as tree:
+        assert (tree.top, tree.root_dir) == (repo.path, repo.path), "no --sha: the work tree itself"
+
+
+def test_commit_tree_checks_submodules_out_at_their_recorded_commits(make_git_repo: MakeGitRepo) -> None:
+    lib = make_git_repo("lib", files={"helper.py": "WHO = 1\n"})
+    recorded = lib.head_sha
+    lib.commit("two", files={"helper.py": "WHO = 2\n"})
+    repo = make_git_repo("app", files={"app.py": ""})
+    run_git(
+        repo.path, "-c", "protocol.file.allow=always", "submodule", "add", "--quiet", str(lib.path), "lib"
+    )
+    run_git(repo.path / "lib", "checkout", "--quiet", recorded)
+    first = repo.commit("with lib at 1")
+    run_git(repo.path / "lib", "checkout", "--quiet", "main")
+    repo.commit("lib at 2")
+
+    with commit_tree(read_git_context(repo.path, sha=first, environ=NO_CI), repo.path) as tree:
+        assert (tree.top / "lib" / "helper.py").read_text() == "WHO = 1\n"
+        assert run_git(tree.top / "lib", "rev-parse", "HEAD") == recorded
+
+    # A recorded commit the local clone of the submodule does not have: one error naming both.
+    run_git(repo.path / "lib", "checkout", "--quiet", "--detach")
+    run_git(repo.path / "lib", *IDENTITY, "commit", "--quiet", "--allow-empty", "-m", "local only")
+    missing = repo.commit("lib at a local commit")
+    run_git(repo.path / "lib", "checkout", "--quiet", "main")
+    run_git(repo.path / "lib", "reflog", "expire", "--expire=now", "--all")
+    run_git(repo.path / "lib", "gc", "--quiet", "--prune=now")
+    ctx = read_git_context(repo.path, sha=missing, environ=NO_CI)
+    refused = pytest.raises(GitError, match=r"--sha \w+: submodule lib at \w+ is not in the local repository")
+    with refused, commit_tree(ctx, repo.path):
+        pass
+
+
+def test_submodule_state_is_part_of_the_dirty_check(make_git_repo: MakeGitRepo) -> None:
+    lib = make_git_repo("lib", files={"helper.py": "WHO = 1\n"})
+    repo = make_git_repo("app", files={"app.py": ""})
+    run_git(
+        repo.path, "-c", "protocol.file.allow=always", "submodule", "add", "--quiet", str(lib.path), "lib"
+    )
+    repo.commit("with lib")
+
+    def state() -> tuple[bool, str | None]:
+        ctx = read_git_context(repo.path, environ=NO_CI)
+        return ctx.dirty, ctx.content_hash
+
+    assert state() == (False, None)
+    (repo.path / "lib" / "helper.py").write_text("WHO = 2\n")
+    edited = state()
+    (repo.path / "lib" / "helper.py").write_text("WHO = 3\n")
+    edited_again = state()
+    assert edited[0] and edited_again[0] and edited[1] != edited_again[1]
+    run_git(repo.path / "lib", "checkout", "--quiet", "--", "helper.py")
+    run_git(repo.path / "lib", *IDENTITY, "commit", "--quiet", "--allow-empty", "-m", "moved")
+    moved = state()
+    assert moved[0] and moved[1] not in (edited[1], edited_again[1])
+
+
 def test_tags_at_the_commit(repo: GitRepo) -> None:
     repo.tag("v1.0.0", message="release")
     repo.tag("nightly")
@@ -118,6 +256,16 @@ def test_untracked_file_makes_the_tree_dirty_but_ignored_files_do_not(repo: GitR
     assert not read_git_context(repo.path, environ=NO_CI).dirty
     repo.write("new_module.py", "y = 2\n")
     assert read_git_context(repo.path, environ=NO_CI).dirty
+
+
+def test_dirty_hash_of_undecodable_names_and_large_files(repo: GitRepo) -> None:
+    import os
+
+    (repo.path / os.fsdecode(b"caf\xe9.txt")).write_text("latin-1 name\n")
+    with open(repo.path / "big.bin", "wb") as big:
+        big.truncate(64 << 20)
+    first = read_git_context(repo.path, environ=NO_CI)
+    assert first.dirty and first.content_hash == read_git_context(repo.path, environ=NO_CI).content_hash
 
 
 def test_dirty_hash_follows_the_changed_content(repo: GitRepo) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import http.client
 import http.server
+import json
 import random
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +23,7 @@ from deployer import storage as storage_module
 from deployer.bundle import build_bundle
 from deployer.errors import StorageError, UsageError
 from deployer.models import BundleArtifact
+from deployer.progress import NullProgress, RecordingProgress
 from deployer.storage import FileStorage, S3Storage, open_storage
 from tests.fixtures.bundle import MakeTree
 
@@ -62,6 +66,22 @@ def test_file_storage_replaces_a_truncated_object(make_tree: MakeTree, tmp_path:
     stored.write_bytes(artifact.path.read_bytes()[:10])
     assert storage.upload(artifact).reused is False
     assert stored.read_bytes() == artifact.path.read_bytes()
+
+
+def test_a_same_size_corrupt_object_is_never_reused(make_tree: MakeTree, tmp_path: Path) -> None:
+    artifact = _artifact(make_tree, tmp_path / "build")
+    progress = RecordingProgress()
+    storage = FileStorage(tmp_path / "store", progress=progress)
+    stored = tmp_path / "store" / f"{artifact.digest}.tar.gz"
+    storage.upload(artifact)
+    stored.write_bytes(bytes(b ^ 0xFF for b in stored.read_bytes()))
+    assert storage.exists(artifact.digest) and not storage.holds(artifact.digest, artifact.size)
+    assert storage.upload(artifact).reused is False
+    assert stored.read_bytes() == artifact.path.read_bytes()
+    assert progress.lines == [
+        f"warning: {stored.as_uri()} does not hold the bytes its name says: storing it again"
+    ]
+    assert storage.holds(artifact.digest, artifact.size)
 
 
 def test_a_bundle_changed_after_its_build_is_never_stored(make_tree: MakeTree, tmp_path: Path) -> None:
@@ -109,16 +129,31 @@ def test_storage_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             open_storage(url, state_dir=tmp_path)
 
 
-def test_progress_bar_for_large_uploads(
-    make_tree: MakeTree, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+class _Bars(NullProgress):
+    """Records every transfer bar: (label, total, units advanced)."""
+
+    def __init__(self) -> None:
+        self.bars: list[list[Any]] = []
+
+    @contextlib.contextmanager
+    def bar(self, label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        record: list[Any] = [label, total, 0]
+        self.bars.append(record)
+
+        def advance(units: int) -> None:
+            record[2] += units
+
+        yield advance
+
+
+def test_progress_bar_for_large_uploads(make_tree: MakeTree, tmp_path: Path) -> None:
     artifact = _artifact(make_tree, tmp_path / "build", size=5 << 20)
-    FileStorage(tmp_path / "store", progress=True).upload(artifact)
-    err = capsys.readouterr().err
-    assert "upload" in err and "5.2" in err, err
+    progress = _Bars()
+    FileStorage(tmp_path / "store", progress=progress).upload(artifact)
+    assert progress.bars == [["upload", artifact.size, artifact.size]]
     small = _artifact(make_tree, tmp_path / "build", size=1_000, seed=1)
-    FileStorage(tmp_path / "store", progress=True).upload(small)
-    assert capsys.readouterr().err == "", "no bar for small uploads"
+    FileStorage(tmp_path / "store", progress=progress).upload(small)
+    assert len(progress.bars) == 1, "no bar for small uploads"
 
 
 # --------------------------------------------------------------------------- S3
@@ -170,6 +205,106 @@ def test_s3_upload_dedup_and_download(
     with pytest.raises(StorageError, match=r"download of s3://.* is corrupt"):
         storage.download(first.uri, tmp_path / "corrupt.tar.gz")
     assert not (tmp_path / "corrupt.tar.gz").exists()
+
+
+def _count_gets(storage: Any) -> list[str]:
+    calls: list[str] = []
+    storage.client.meta.events.register("before-call.s3.GetObject", lambda **_: calls.append("GetObject"))
+    return calls
+
+
+@pytest.mark.stack
+def test_s3_reuse_verifies_the_stored_sha256(
+    make_tree: MakeTree, tmp_path: Path, s3_env: str, s3_client: Any, s3_bucket: str
+) -> None:
+    artifact = _artifact(make_tree, tmp_path / "build")
+    storage = open_storage(s3_env, state_dir=tmp_path)
+    key = f"{urlsplit(s3_env).path.lstrip('/')}/{artifact.digest}.tar.gz"
+    storage.upload(artifact)
+    assert storage.holds(artifact.digest, artifact.size)
+
+    # (The stack's S3 server keeps no checksums, so each check below reads the object's bytes.)
+    corrupt = bytes(b ^ 0xFF for b in artifact.path.read_bytes())
+    own_checksum = base64.b64encode(hashlib.sha256(corrupt).digest()).decode()
+    for extra in ({"ChecksumSHA256": own_checksum}, {}):
+        s3_client.put_object(Bucket=s3_bucket, Key=key, Body=corrupt, **extra)
+        assert storage.exists(artifact.digest) and not storage.holds(artifact.digest, artifact.size)
+    assert storage.upload(artifact).reused is False
+    assert s3_client.get_object(Bucket=s3_bucket, Key=key)["Body"].read() == artifact.path.read_bytes()
+    assert storage.holds(artifact.digest, artifact.size)
+
+    # Where S3 keeps the full-object SHA256 it computed (AWS does), that is read instead of the bytes.
+    gets = _count_gets(storage)
+    head = s3_client.head_object(Bucket=s3_bucket, Key=key)
+    stored = base64.b64encode(bytes.fromhex(artifact.digest)).decode()
+    full_object = {**head, "ChecksumSHA256": stored, "ChecksumType": "FULL_OBJECT"}
+    assert storage._stored_sha256(key, full_object) == artifact.digest  # type: ignore[attr-defined]
+    assert gets == []
+    composite = {**head, "ChecksumSHA256": f"{stored}-3", "ChecksumType": "COMPOSITE"}
+    assert storage._stored_sha256(key, composite) == artifact.digest  # type: ignore[attr-defined]
+    assert gets == ["GetObject"], "a multipart checksum does not name the bytes: they are read"
+
+
+@pytest.mark.stack
+def test_s3_multipart_uploads_left_open_by_dead_runs_are_aborted(
+    make_tree: MakeTree, tmp_path: Path, s3_env: str, s3_client: Any, s3_bucket: str
+) -> None:
+    bucket, prefix = urlsplit(s3_env).netloc, urlsplit(s3_env).path.strip("/")
+
+    def open_upload(name: str) -> str:
+        upload = s3_client.create_multipart_upload(Bucket=bucket, Key=f"{prefix}/{name}")["UploadId"]
+        s3_client.upload_part(Bucket=bucket, Key=f"{prefix}/{name}", UploadId=upload, PartNumber=1, Body=b"x")
+        return upload
+
+    def open_uploads() -> set[str]:
+        listed = s3_client.list_multipart_uploads(Bucket=bucket, Prefix=f"{prefix}/")
+        return {u["Key"].rsplit("/", 1)[-1] for u in listed.get("Uploads", [])}
+
+    recent, other = f"{'1' * 64}.tar.gz", "not-a-bundle.bin"
+    open_upload(recent)
+    open_upload(other)
+    # Recorded by a run of this machine that died (its record is no longer locked by anyone).
+    dead = f"{'2' * 64}.tar.gz"
+    record = tmp_path / "state" / "s3-upload-deadbeef0000"
+    record.mkdir(parents=True)
+    upload_id = open_upload(dead)
+    (record / "upload.json").write_text(
+        json.dumps({"bucket": bucket, "key": f"{prefix}/{dead}", "id": upload_id})
+    )
+
+    def upload(stale_after: float, seed: int) -> None:
+        storage = S3Storage(
+            bucket,
+            prefix,
+            storage_module.s3_client(),
+            multipart_threshold=5 << 20,
+            journal=tmp_path / "state",
+            stale_upload_after=stale_after,
+        )
+        storage.upload(_artifact(make_tree, tmp_path / "build", size=6 << 20, seed=seed))
+
+    upload(3600.0, seed=1)
+    assert open_uploads() == {recent, other}, "the dead run's upload is aborted, a recent one is not"
+    assert not record.exists() and not list((tmp_path / "state").iterdir())
+    upload(0.0, seed=2)
+    assert open_uploads() == {other}, "bundle uploads without a new part for too long are aborted"
+
+
+def test_scratch_sweep_removes_only_directories_whose_owner_is_gone(tmp_path: Path) -> None:
+    from deployer.scratch import held_dir, sweep
+    from tests.fixtures.hardening import live_scratch_dir
+
+    dead_locked = tmp_path / "bundle-aaaa"
+    dead_locked.mkdir()
+    (tmp_path / "bundle-aaaa.lock").write_text("")  # its owner was killed: nobody holds the lock
+    unlocked = tmp_path / "bundle-bbbb"  # left by a version without locks
+    unlocked.mkdir()
+    (tmp_path / "other").mkdir()
+    with live_scratch_dir(tmp_path, "bundle-") as live, held_dir(tmp_path, "bundle-") as mine:
+        assert not dead_locked.exists() and not unlocked.exists(), "held_dir sweeps first"
+        assert sweep(tmp_path, "bundle-") == []
+        assert live.is_dir() and mine.is_dir() and (tmp_path / "other").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other"]
 
 
 @pytest.mark.stack

@@ -42,6 +42,17 @@ def test_same_commit_same_version_on_every_clone(repo: GitRepo) -> None:
     assert version_of(first.path) == version_of(second.path) == version_of(repo.path)
 
 
+def test_sha_of_a_release_names_that_commit_whatever_the_work_tree_holds(repo: GitRepo) -> None:
+    release = repo.tag("v1.4.0", message="release")
+    repo.commit("later", files={"app.py": "print(2)\n"})
+    repo.write("app.py", "print('uncommitted')\n")
+    (repo.path / "new.py").write_text("x = 1\n")
+    info = version_of(repo.path, sha=release)
+    assert (info.version, info.sha, info.dirty, info.release) == ("v1.4.0", release, False, True)
+    assert info.image_tags == ("1.4.0", "1.4", "1", "latest", f"sha-{release[:7]}")
+    assert version_of(repo.path).dirty, "without --sha the work tree is what is deployed"
+
+
 def test_stable_release_tag(repo: GitRepo) -> None:
     repo.tag("v1.2.3", message="release 1.2.3")
     info = version_of(repo.path)

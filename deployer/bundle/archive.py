@@ -160,16 +160,25 @@ def write_archive(
 
 
 class _Digest:
-    def __init__(self, file: object | None = None) -> None:
+    def __init__(self, file: object | None = None, *, where: Path | None = None) -> None:
         self.sha = hashlib.sha256()
         self.size = 0
         self._write = getattr(file, "write", None)
+        self._where = where
 
     def __call__(self, data: bytes) -> None:
         self.sha.update(data)
         self.size += len(data)
         if self._write is not None:
-            self._write(data)
+            try:
+                self._write(data)
+            except OSError as exc:
+                # Not an OSError: the readers of source files must not report it as theirs.
+                raise _write_error(self._where, exc) from exc
+
+
+def _write_error(out_dir: Path | None, exc: OSError) -> BundleError:
+    return BundleError(f"cannot write the bundle to {out_dir}: {exc.strerror or exc}")
 
 
 def archive_digest(root_dir: Path, files: Sequence[str]) -> tuple[str, int]:
@@ -187,9 +196,12 @@ def build_bundle(root_dir: Path, files: Sequence[str], out_dir: Path) -> BundleA
     except OSError as exc:
         raise BundleError(f"cannot write to output directory {out_dir}: {exc.strerror}") from exc
     try:
-        with os.fdopen(fd, "wb") as out:
-            digest = _Digest(out)
-            write_archive(root_dir, files, digest)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                digest = _Digest(out, where=out_dir)
+                write_archive(root_dir, files, digest)
+        except OSError as exc:  # the last buffered bytes, written when the file closes
+            raise _write_error(out_dir, exc) from exc
         final = out_dir / f"{digest.sha.hexdigest()}{SUFFIX}"
         try:
             os.chmod(tmp, 0o644)

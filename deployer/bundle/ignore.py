@@ -7,6 +7,11 @@ repository root, apply too, as they do for git.
 
 `.gitignore` and `.flyteignore` are separate chains: a path is left out when either excludes it,
 so `!` in one never re-includes what the other excludes.
+
+Patterns are pathspec's gitwildmatch regexes run by RE2, whose matching time is linear in the path's
+length whatever the pattern (Python's `re` backtracks: `*a*a*a*…b` against a long name takes seconds
+per path, and grows geometrically with every `*a`). RE2 reads UTF-8 only, so a name that is not
+valid UTF-8 is matched with U+FFFD in place of each undecodable byte.
 """
 
 from __future__ import annotations
@@ -45,7 +50,18 @@ STANDARD_IGNORED_DIRS = frozenset(
 )
 STANDARD_IGNORED_DIR_SUFFIXES = (".egg-info",)
 STANDARD_IGNORED_FILE_SUFFIXES = (".pyc", ".pyo", ".egg", ".whl", ".log")
-STANDARD_IGNORED_FILES = frozenset({".env", ".DS_Store"})
+# `.git` is a file in submodules and linked worktrees: it points at the repository, it is never code.
+STANDARD_IGNORED_FILES = frozenset({".env", ".DS_Store", ".git"})
+
+
+BACKEND = "re2"
+
+
+def _matchable(text: str) -> str:
+    """`text` as RE2 can take it: undecodable bytes (surrogate escapes) become U+FFFD."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def standard_ignored(name: str, *, is_dir: bool, path: Path | None = None) -> bool:
@@ -93,7 +109,7 @@ class IgnoreChain:
         except OSError as exc:
             raise BundleError(f"cannot read ignore file {file}: {exc.strerror}") from exc
         try:
-            spec = pathspec.GitIgnoreSpec.from_lines(lines)
+            spec = pathspec.GitIgnoreSpec.from_lines([_matchable(line) for line in lines], backend=BACKEND)
         except (ValueError, pathspec.util.RecursionError) as exc:
             raise BundleError(f"bad pattern in {file}: {exc}") from exc
         return spec if spec.patterns else None
@@ -118,7 +134,7 @@ class IgnoreChain:
         for base, spec in reversed(self.levels(posixpath.dirname(rel))):
             # Patterns are relative to their file's directory; a base ending in "/" is above root_dir.
             subject = base + rel if base.endswith("/") or not base else rel[len(base) + 1 :]
-            result = spec.check_file(subject + suffix).include
+            result = spec.check_file(_matchable(subject + suffix)).include
             if result is not None:
                 return result
         return False

@@ -2,7 +2,13 @@
 
 Every selected path is a POSIX path relative to root_dir whose real location is inside root_dir:
 a symlink to a file inside the project is kept (its content is bundled), a symlink that resolves
-outside the project, or a symlink loop, is an error naming the link.
+outside the project, or a symlink loop, is an error naming the link. The same holds for a module
+imported through such a link (discovery reports the path it was imported by).
+
+A file name that is not valid UTF-8 is refused, naming the file: the plan, the JSON report, the step
+summary and Flyte's runtime all carry names as text, and such a name cannot be a Python module, so it
+is a data file whose name a tool mis-encoded. Renaming it (or `.flyteignore`) is the user's fix; a
+name shown one way and stored another would be a surprise in every one of those places.
 """
 
 from __future__ import annotations
@@ -211,4 +217,17 @@ def select(
             f"nothing to bundle under {project.root} with copy style {style.value}"
             + (": no imported module lives under root_dir" if style is CopyStyle.loaded_modules else "")
         )
+    _check_names(files)
     return Selection(files=tuple(sorted(files)), warnings=tuple(project.warnings))
+
+
+def _check_names(files: set[str]) -> None:
+    for name in sorted(files):
+        if not name.isascii():
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                raise BundleError(
+                    f"{shown}: the file name is not valid UTF-8; rename it or leave it out with .flyteignore"
+                ) from None

@@ -24,6 +24,7 @@ from flyteidl2.task import task_service_pb2 as ts
 from deployer.controlplane.specs import spec_differences, spec_digest
 from deployer.errors import ControlPlaneError, VersionConflict
 from deployer.models import Model
+from deployer.redact import printable_url, without_secrets
 
 DeployOutcome = Literal["registered", "unchanged"]
 
@@ -58,8 +59,9 @@ class TaskCalls(Protocol):
 
 class ControlPlane(ABC):
     def __init__(self, label: str, *, attempts: int = 4, backoff_s: float = 0.25) -> None:
-        self.label = label
-        """How the plane is named in messages (never with credentials)."""
+        self._address = label
+        self.label = printable_url(label)
+        """How the plane is named in messages and reports: never with credentials."""
         self._attempts = max(1, attempts)
         self._backoff_s = backoff_s
 
@@ -178,7 +180,7 @@ class ControlPlane(ABC):
         raise AssertionError("unreachable")
 
     def _error(self, what: str, exc: ConnectError, attempts: int) -> ControlPlaneError:
-        reason = exc.message or exc.code.name
+        reason = without_secrets(exc.message or exc.code.name, self._address)
         if exc.code == Code.UNAVAILABLE:
             return ControlPlaneError(
                 f"control plane {self.label} is unreachable ({reason}) after {attempts} attempts to {what}"

@@ -19,11 +19,13 @@ from flyteidl2.task.task_service_connect import TaskServiceClientSync
 
 from deployer.controlplane.base import ControlPlane, TaskCalls
 from deployer.errors import UsageError
+from deployer.redact import printable_url
 
 
 def normalize_endpoint(endpoint: str, *, insecure: bool = False) -> str:
     """The base URL ConnectRPC posts to, from any endpoint form Flyte users write."""
     raw = endpoint.strip().rstrip("/")
+    shown = printable_url(endpoint)
     parsed = urlparse(raw)
     scheme = "http" if insecure else "https"
     if parsed.scheme in ("http", "https") and parsed.netloc:
@@ -31,12 +33,12 @@ def normalize_endpoint(endpoint: str, *, insecure: bool = False) -> str:
     if parsed.scheme == "dns":
         host = parsed.path.lstrip("/")
         if not host:
-            raise UsageError(f"--endpoint {endpoint!r}: dns:/// needs HOST:PORT, e.g. dns:///127.0.0.1:8090")
+            raise UsageError(f"--endpoint {shown!r}: dns:/// needs HOST:PORT, e.g. dns:///127.0.0.1:8090")
         return f"{scheme}://{host}"
     # urlparse reads "host:8090" as scheme "host"; a real unknown scheme has a netloc.
     if parsed.netloc or not raw or " " in raw:
         raise UsageError(
-            f"--endpoint {endpoint!r}: use http://HOST:PORT, https://HOST, dns:///HOST:PORT or HOST:PORT"
+            f"--endpoint {shown!r}: use http://HOST:PORT, https://HOST, dns:///HOST:PORT or HOST:PORT"
         )
     return f"{scheme}://{raw}"
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from flyteidl2.task.task_definition_pb2 import TaskSpec
 
 from deployer.errors import RunError
+from deployer.redact import printable_url
 
 
 def fetch_spec(
@@ -48,4 +49,4 @@ def fetch_spec(
 
 
 def _show(endpoint: str | None, state_dir: Path) -> str:
-    return endpoint if endpoint is not None else f"the embedded control plane in {state_dir}"
+    return printable_url(endpoint) if endpoint is not None else f"the embedded control plane in {state_dir}"
