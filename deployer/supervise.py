@@ -13,6 +13,7 @@ covered too): `--json` on stdout stays one JSON document.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import selectors
 import signal
@@ -36,9 +37,11 @@ def supervised(work: Callable[[], int], *, import_timeout_s: float, timeout_sett
     """Run `work` in a forked child and wait for it; the child's own exit code when it reports one.
     `timeout_setting` names where the import timeout is configured, for the message."""
     read_end, write_end = os.pipe()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
+        _die_with(parent)
         _child(work, write_end)
     os.close(write_end)
     forward = _forward_signals(pid)
@@ -81,6 +84,16 @@ def _child(work: Callable[[], int], channel: int) -> None:
         sys.stderr.flush()
         _send(f"exit {code}")
         os._exit(code)
+
+
+def _die_with(parent: int) -> None:
+    """Whoever kills the run kills the parent (the pid they see): the child must not live on and finish
+    a deploy nobody is watching any more (Linux: PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
 
 
 def _send(line: str) -> None:
