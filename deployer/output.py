@@ -228,9 +228,9 @@ def emit_cleanup(result: CleanupResult, *, as_json: bool) -> None:
     lines = [
         *(f"deleted {t}" for t in result.removed_tags),
         *(f"already gone {t}" for t in result.missing_tags),
-        f"{result.removed_tasks} task version(s) removed from the {result.control_plane} control plane"
-        if result.control_plane == "embedded"
-        else f"versions on {result.control_plane} kept (Flyte has no delete)",
+        f"versions on {result.control_plane} kept (it has no delete)"
+        if result.versions_kept
+        else f"{result.removed_tasks} task version(s) removed from the {result.control_plane} control plane",
     ]
     for line in lines:
         print(line)

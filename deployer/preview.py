@@ -87,7 +87,7 @@ def cleanup_preview(
     repos = {_repository(r) for r in repositories}
     repos |= _planned_repositories(request, warnings)
 
-    deleted = _drop_versions(request, plane, prefix, progress)
+    deleted, kept = _drop_versions(request, plane, prefix, progress)
     for version in deleted.versions:
         head = version[len(prefix) : len(prefix) + 40]
         if _SHA.fullmatch(head):
@@ -106,6 +106,7 @@ def cleanup_preview(
         removed_versions=deleted.versions,
         removed_tasks=deleted.tasks,
         control_plane="embedded" if settings.endpoint is None else plane.label,
+        versions_kept=kept,
         warnings=tuple(warnings),
     )
 
@@ -127,16 +128,18 @@ def _planned_repositories(request: DeployRequest, warnings: list[str]) -> set[st
 
 def _drop_versions(
     request: DeployRequest, plane: ControlPlane, prefix: str, progress: Progress
-) -> DeletedVersions:
+) -> tuple[DeletedVersions, bool]:
+    """What was deleted, and whether the plane had to keep the versions."""
     settings = request.settings
     try:
         deleted = plane.delete_versions(settings.project, settings.domain, settings.org, prefix)
     except Unsupported:
-        return DeletedVersions()
+        progress.info(f"the preview's versions stay on {plane.label}: it cannot delete task versions")
+        return DeletedVersions(), True
     if deleted.versions:
         count = len(deleted.versions)
         progress.info(f"removed {deleted.tasks} task(s) in {count} preview version(s) from {plane.label}")
-    return deleted
+    return deleted, False
 
 
 def _drop_tags(

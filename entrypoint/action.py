@@ -22,6 +22,7 @@ from deployer.report.github import GitHubReporter, GitHubSettings
 from deployer.report.models import CleanupResult, RunInfo, RunKind
 from deployer.report.preview import finish_cleanup, finish_preview, recorded_preview, start_preview
 from deployer.report.render import summary_markdown
+from deployer.request import DeployRequest
 from deployer.settings import Settings
 from deployer.supervise import Finished
 from entrypoint.events import Decision, decide
@@ -34,6 +35,7 @@ from entrypoint.inputs import (
     to_request,
     unknown_inputs,
 )
+from entrypoint.workspace import left_as_found
 
 SECRET_INPUTS = ("registry_password", "api_key", "github_token")
 
@@ -79,7 +81,7 @@ class ActionRun:
         from deployer.settings import environment
 
         # Settings read deeper down (storage, images) come from this run's variables too.
-        with environment(self.env):
+        with environment(self.env), left_as_found(self.workspace):
             return self._run()
 
     def _run(self) -> int:
@@ -127,8 +129,14 @@ class ActionRun:
 
         assert self.run_info is not None
         version = self._preview_version(inputs, decision) if decision.kind is RunKind.preview else None
-        request = to_request(inputs, decision, self.workspace, version=version)
+        request = self._request(inputs, decision, version=version)
         settings = request.settings
+        if settings.endpoint is None and not settings.dry_run:
+            raise UsageError(
+                "input `endpoint` is not set: a deploy needs a Flyte control plane that outlives this job "
+                "(set `endpoint` and `api-key`); for a run that deploys nothing set `dry-run: true` "
+                "(plan) or `push: false` (build only)"
+            )
         self._registry_login(inputs)
         reporter = self._reporter(inputs) if decision.kind is RunKind.preview and inputs.comment else None
         deployment_id = (
@@ -173,7 +181,7 @@ class ActionRun:
         assert self.run_info is not None
         self.gh.warning(decision.note or "build only", title="flyte-deploy: build only")
         # No registry: nothing is looked up or pushed anywhere, so no credential is ever needed.
-        request = to_request(inputs, decision, self.workspace).with_settings(registry=None, push=False)
+        request = self._request(inputs, decision).with_settings(registry=None, push=False)
         with self.gh.group("flyte-deploy: plan and build (nothing pushed or deployed)"):
             report = run_pipeline(request, until="build", progress=self.progress).report
         self.warnings.extend(report.plan.warnings)
@@ -185,7 +193,7 @@ class ActionRun:
         from deployer.preview import clean_up
 
         assert self.run_info is not None and decision.pr is not None
-        request = to_request(inputs, decision, self.workspace, require_project=False)
+        request = self._request(inputs, decision, require_project=False)
         if request.selection.path is None:
             self.warn(
                 f"input `path` {inputs.path!r} does not plan: the preview's images are found only "
@@ -219,6 +227,12 @@ class ActionRun:
         return exc.exit_code
 
     # ------------------------------------------------------------------ pieces
+    def _request(self, inputs: ActionInputs, decision: Decision, **options: Any) -> DeployRequest:
+        temp = self.env.get("RUNNER_TEMP")
+        return to_request(
+            inputs, decision, self.workspace, runner_temp=Path(temp) if temp else None, **options
+        )
+
     def _event(self) -> dict[str, Any]:
         path = self.env.get("GITHUB_EVENT_PATH")
         if not path:

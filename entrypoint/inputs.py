@@ -247,8 +247,11 @@ def to_request(
     *,
     version: str | None = None,
     require_project: bool = True,
+    runner_temp: Path | None = None,
 ) -> DeployRequest:
     """The pipeline request for this run. `version`: the resolved version (a preview's is prefixed).
+    `runner_temp`: the runner's temp dir, home of the state dir unless `state-dir` says otherwise (the
+    checkout must not get root-owned state, see `entrypoint.workspace`).
 
     `require_project=False` (a preview cleanup, which reads the project only to name its image
     repositories): a `path` that no longer works leaves `path` unset instead of failing."""
@@ -271,7 +274,9 @@ def to_request(
     )
     changes: dict[str, Any] = {
         "root_dir": root_dir,
-        "state_dir": state_dir or settings.state_dir,
+        "state_dir": state_dir
+        or settings.state_dir
+        or (runner_temp / "flyte-deploy" if runner_temp else None),
         "domain": target_domain(inputs, decision),
         "version": version or settings.version,
         "push": not build_only,

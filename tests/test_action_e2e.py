@@ -4,7 +4,8 @@
 environment, host networking so it reaches the stack's registry and the local GitHub API.
 
 Images are built by the host engine through the socket and pushed to the stack's registry; tasks go
-to the embedded control plane, whose state lives in the workspace (as it would in a real checkout).
+to a control plane on the host (our server, in the test process), which outlives each run as a real
+one would.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from deployer.controlplane.server import ControlPlaneServer
 from deployer.controlplane.store import TaskStore
 from deployer.report.render import comment_marker
 from tests.fixtures.github import read_outputs
@@ -102,7 +104,9 @@ class Runner:
         api: GitHubAPIServer,
         registry: str,
         flyte_base_image: str,
+        plane: ControlPlaneServer,
     ) -> None:
+        self.plane = plane
         self.docker = docker_client
         self.image = image
         self.repo = repo
@@ -147,6 +151,8 @@ class Runner:
             "INPUT_GITHUB-TOKEN": TOKEN,
             "INPUT_COMMENT": "true",
             "INPUT_PUSH": "auto",
+            # Host networking: the control plane on 127.0.0.1 outlives the job, as a real one would.
+            "INPUT_ENDPOINT": self.plane.url,
         } | {f"INPUT_{k.replace('_', '-').upper()}": v for k, v in inputs.items()}
         socket = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
         _chown(self.repo.path, RUNNER_UID)
@@ -174,7 +180,7 @@ class Runner:
         return ActionResult(exit_code, log, read_outputs(commands / output), (commands / summary).read_text())
 
     def store(self) -> TaskStore:
-        return TaskStore(self.repo.path / ".flyte-deploy")
+        return self.plane.store
 
 
 def _chown(top: Path, uid: int) -> None:
@@ -194,6 +200,7 @@ def runner(
     registry_url: str,
     flyte_base_image: str,
     unique_repo: str,
+    controlplane: ControlPlaneServer,
 ) -> Iterator[Runner]:
     github_api.add_token(TOKEN)
     github_api.add_repo(REPO)
@@ -206,6 +213,7 @@ def runner(
         github_api,
         f"{registry_url}/{unique_repo}",
         flyte_base_image,
+        controlplane,
     )
 
 

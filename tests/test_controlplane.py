@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import http.server
+import io
 import json
 import socket
 import sqlite3
@@ -13,6 +14,7 @@ import textwrap
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from connectrpc.code import Code
@@ -581,3 +583,48 @@ def test_a_version_prefix_ending_in_a_number_leaves_longer_numbers_alone(
     plane = EmbeddedControlPlane(controlplane.store.state_dir)
     assert plane.delete_versions(PROJECT, DOMAIN, "", "pr1").versions == ("pr1", "pr1-abc")
     assert client.list_versions(PROJECT, DOMAIN, "", "cp_calc.add") == ["pr100-abc", "pr12-abc"]
+
+
+def test_serve_deletes_a_previews_versions_through_its_preview_service(
+    controlplane: ControlPlaneServer, calc_specs: CalcSpecs
+) -> None:
+    client = RemoteControlPlane(controlplane.url)
+    for version in ("pr-7-abc", "pr-70-abc", "v1"):
+        deploy(client, calc_specs(version)["cp_calc.add"])
+    deleted = client.delete_versions(PROJECT, DOMAIN, "", "pr-7-")
+    assert (deleted.versions, deleted.tasks) == (("pr-7-abc",), 1)
+    assert deleted.images == (calc_specs("x")["cp_calc.add"].task_template.container.image,)
+    assert client.list_versions(PROJECT, DOMAIN, "", "cp_calc.add") == ["v1", "pr-70-abc"]
+
+
+def test_a_plane_without_the_preview_service_keeps_its_versions(tmp_path: Path) -> None:
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from flyteidl2.task.task_service_connect import TaskServiceWSGIApplication
+
+    from deployer.controlplane.base import Unsupported
+    from deployer.controlplane.task_service import TaskService
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    # A Connect server that serves TaskService alone, as a Flyte backend does.
+    tasks = TaskServiceWSGIApplication(TaskService(TaskStore(tmp_path / "plain")))
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        # wsgiref hands over the raw socket: give the application just the body.
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        environ["wsgi.input"] = io.BytesIO(environ["wsgi.input"].read(length))
+        return tasks(environ, start_response)
+
+    with make_server("127.0.0.1", 0, app, handler_class=Quiet) as httpd:
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        try:
+            with pytest.raises(Unsupported, match="cannot delete task versions"):
+                RemoteControlPlane(f"http://127.0.0.1:{httpd.server_port}").delete_versions(
+                    PROJECT, DOMAIN, "", "pr-1-"
+                )
+        finally:
+            httpd.shutdown()

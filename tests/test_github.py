@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from deployer.controlplane.server import ControlPlaneServer
 from deployer.controlplane.store import TaskStore
 from deployer.report.github import GitHubReporter, GitHubSettings
 from deployer.report.render import comment_marker
@@ -205,10 +206,11 @@ def test_deployments_are_reused_per_commit_and_older_ones_deactivated(api: GitHu
 class Workspace:
     """A repository checked out for the action, plus the runner's files for one run."""
 
-    def __init__(self, repo: Any, root: Path, api: GitHubAPIServer) -> None:
+    def __init__(self, repo: Any, root: Path, api: GitHubAPIServer, plane: ControlPlaneServer) -> None:
         self.repo = repo
         self.root = root
         self.api = api
+        self.plane = plane
 
     def run(
         self, event_name: str, payload: dict[str, Any], **inputs: str
@@ -236,6 +238,8 @@ class Workspace:
             "INPUT_ALL": "true",
             "INPUT_MODE": "bundle",
             "INPUT_GITHUB-TOKEN": TOKEN,
+            "INPUT_ENDPOINT": self.plane.url,
+            "RUNNER_TEMP": str(self.root / "runner-temp"),
         } | {f"INPUT_{k.replace('_', '-').upper()}": v for k, v in inputs.items()}
         stream = io.StringIO()
         code = main(env, stream)
@@ -248,7 +252,7 @@ class Workspace:
         )
 
     def store(self) -> TaskStore:
-        return TaskStore(self.repo.path / ".flyte-deploy")
+        return self.plane.store
 
 
 def pull_event(action: str, number: int, sha: str, *, head_repo: str = REPO) -> dict[str, Any]:
@@ -265,10 +269,12 @@ def pull_event(action: str, number: int, sha: str, *, head_repo: str = REPO) -> 
 
 
 @pytest.fixture
-def workspace(make_git_repo: Any, tmp_path: Path, api: GitHubAPIServer) -> Workspace:
+def workspace(
+    make_git_repo: Any, tmp_path: Path, api: GitHubAPIServer, controlplane: ControlPlaneServer
+) -> Workspace:
     files = {str(p.relative_to(EXAMPLE)): p.read_text() for p in EXAMPLE.rglob("*.py")}
     repo = make_git_repo("app", files=files | {".gitignore": ".flyte-deploy/\n"})
-    return Workspace(repo, tmp_path, api)
+    return Workspace(repo, tmp_path, api, controlplane)
 
 
 def test_a_pull_request_gets_one_comment_updated_in_place_and_a_cleanup_on_close(
@@ -325,7 +331,7 @@ def test_a_pull_request_gets_one_comment_updated_in_place_and_a_cleanup_on_close
     assert [d.state for d in deployments] == ["inactive", "inactive"]
     [closed] = api.repos[REPO].comments
     assert closed.id == comment.id and "preview of #21 removed" in closed.body
-    removed = summary.split("Removed from the embedded control plane: ", 1)[1].split("\n", 1)[0]
+    removed = summary.split(f"Removed from control plane {workspace.plane.url}: ", 1)[1].split("\n", 1)[0]
     assert removed.startswith("6 task(s) in 2 version(s): ")  # 3 tasks × 2 pushes
     assert f"`pr-21-{first}`" in removed and f"`pr-21-{second}`" in removed
 
@@ -379,7 +385,17 @@ def test_the_cli_cleans_up_a_preview_and_tells_github(
         monkeypatch.setenv(key, value)
     result = CliRunner().invoke(
         app,
-        ["preview", "cleanup", "--pr", "24", "--root-dir", str(repo.path), "--json"],
+        [
+            "preview",
+            "cleanup",
+            "--pr",
+            "24",
+            "--root-dir",
+            str(repo.path),
+            "--endpoint",
+            workspace.plane.url,
+            "--json",
+        ],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output

@@ -194,7 +194,9 @@ def test_cleanup_says_what_was_removed_and_what_was_kept() -> None:
     assert f"- Removed from the embedded control plane: 3 task(s) in 1 version(s): `pr-12-{SHA}`" in text
     assert "- 2 GitHub deployment(s) marked inactive." in text
     assert "### Warnings\n\n- kept 127.0.0.1:5000/acme/base:pr-12" in text
-    remote = result.model_copy(update={"control_plane": "dns:///flyte.example.com", "removed_versions": ()})
+    remote = result.model_copy(
+        update={"control_plane": "dns:///flyte.example.com", "removed_versions": (), "versions_kept": True}
+    )
     assert "Versions on dns:///flyte.example.com are kept" in summary_markdown(run, cleanup=remote)
     comment = pr_comment_markdown(run, None, project="flytesnacks", cleanup=result)
     assert comment.startswith(comment_marker("flytesnacks"))

@@ -13,7 +13,7 @@ import functools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
@@ -152,8 +152,32 @@ class ControlPlane(ABC):
         return self._all_pages(f"list versions of task {name}", page)
 
     def delete_versions(self, project: str, domain: str, org: str, prefix: str) -> DeletedVersions:
-        """Delete every task version of the project/domain whose version starts with `prefix`."""
-        raise Unsupported(f"control plane {self.label} cannot delete task versions (Flyte has no delete)")
+        """Delete every task version of the project/domain whose version starts with `prefix` (a
+        preview's). Planes that serve `flyte_deploy.v1.PreviewService` can; a Flyte backend cannot."""
+        from google.protobuf.struct_pb2 import Struct
+
+        request = Struct()
+        request.update({"project": project, "domain": domain, "org": org, "prefix": prefix})
+        try:
+            response = self._call(
+                f"delete the versions {prefix}* of {project}/{domain}",
+                lambda: self._previews.delete_versions(request),
+                tolerate=(Code.UNIMPLEMENTED, Code.NOT_FOUND),
+            )
+        except _Tolerated:
+            raise Unsupported(
+                f"control plane {self.label} cannot delete task versions (flyteidl2 has no delete)"
+            ) from None
+        return DeletedVersions(
+            versions=tuple(str(v) for v in response["versions"]),
+            tasks=int(response["tasks"]),
+            images=tuple(str(i) for i in response["images"]),
+        )
+
+    @property
+    def _previews(self) -> Any:
+        """The plane's `flyte_deploy.v1.PreviewService` (see `preview_service`)."""
+        raise Unsupported(f"control plane {self.label} cannot delete task versions")
 
     # -- plumbing ---------------------------------------------------------------------------------------
 

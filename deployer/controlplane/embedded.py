@@ -12,10 +12,21 @@ from typing import Any
 
 from flyteidl2.task import task_service_pb2 as ts
 
-from deployer.controlplane.base import ControlPlane, DeletedVersions, TaskCalls
+from deployer.controlplane.base import ControlPlane, TaskCalls
 from deployer.controlplane.services import Handlers
 from deployer.controlplane.store import TaskStore
 from deployer.controlplane.task_service import TaskService
+
+
+class _Bound:
+    """A handler's `(request, ctx)` methods as `request -> response` (no handler reads the context)."""
+
+    def __init__(self, handler: Any) -> None:
+        self._handler = handler
+
+    def __getattr__(self, method: str) -> Any:
+        rpc = getattr(self._handler, method)
+        return lambda request: rpc(request, None)
 
 
 class _InProcess:
@@ -49,10 +60,6 @@ class EmbeddedControlPlane(ControlPlane):
     def _tasks(self) -> TaskCalls:
         return self._calls
 
-    def delete_versions(self, project: str, domain: str, org: str, prefix: str) -> DeletedVersions:
-        deleted = self.store.delete_versions(project, domain, prefix, org=org)
-        return DeletedVersions(
-            versions=tuple(sorted({t.key.version for t in deleted})),
-            tasks=len(deleted),
-            images=tuple(sorted({image for t in deleted if (image := t.spec.task_template.container.image)})),
-        )
+    @property
+    def _previews(self) -> Any:
+        return _Bound(self.handlers.previews)

@@ -83,6 +83,12 @@ class RemoteControlPlane(ControlPlane):
     def _tasks(self) -> TaskCalls:
         return cast(TaskCalls, self._service(TaskServiceClientSync))
 
+    @property
+    def _previews(self) -> Any:
+        from deployer.controlplane.preview_service import PreviewServiceClientSync
+
+        return self._service(PreviewServiceClientSync)
+
     def close(self) -> None:
         for client in self._clients.values():
             client.close()

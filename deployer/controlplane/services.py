@@ -14,6 +14,8 @@ from typing import Any
 from connectrpc.interceptor import InterceptorSync
 from flyteidl2.task.task_service_connect import TaskServiceWSGIApplication
 
+from deployer.controlplane import preview_service
+from deployer.controlplane.preview_service import PreviewService
 from deployer.controlplane.store import TaskStore
 from deployer.controlplane.task_service import TaskService
 
@@ -23,10 +25,11 @@ class Handlers:
     """The service handler objects, sharing one state."""
 
     tasks: TaskService
+    previews: PreviewService
 
     @classmethod
     def over(cls, store: TaskStore) -> Handlers:
-        return cls(tasks=TaskService(store))
+        return cls(tasks=TaskService(store), previews=PreviewService(store))
 
 
 def wsgi_apps(handlers: Handlers, interceptors: Iterable[InterceptorSync]) -> dict[str, Any]:
@@ -34,4 +37,5 @@ def wsgi_apps(handlers: Handlers, interceptors: Iterable[InterceptorSync]) -> di
     chain = list(interceptors)
     return {
         "/flyteidl2.task.TaskService/": TaskServiceWSGIApplication(handlers.tasks, interceptors=chain),
+        f"/{preview_service.SERVICE}/": preview_service.wsgi_app(handlers.previews, chain),
     }

@@ -54,6 +54,8 @@ class CleanupResult(Model):
     """Preview versions dropped from the embedded control plane."""
     removed_tasks: int = 0
     control_plane: str = "embedded"
+    versions_kept: bool = False
+    """The plane cannot delete task versions (a Flyte backend: flyteidl2 has no delete), so they stay."""
     """`embedded`, or the endpoint of a remote control plane (Flyte has no delete: versions stay)."""
     deactivated_deployments: tuple[int, ...] = ()
     warnings: tuple[str, ...] = ()

@@ -210,18 +210,25 @@ def _cleanup_lines(cleanup: CleanupResult | None) -> list[str]:
         lines.append("Registry tags already gone: " + _code_list(cleanup.missing_tags))
     if not cleanup.removed_tags and not cleanup.missing_tags:
         lines.append(f"No registry tags `pr-{cleanup.pr}` were found.")
-    if cleanup.control_plane == "embedded":
-        if cleanup.removed_versions:
-            lines.append(
-                f"Removed from the embedded control plane: {cleanup.removed_tasks} task(s) in "
-                f"{len(cleanup.removed_versions)} version(s): " + _code_list(cleanup.removed_versions)
-            )
-        else:
-            lines.append("No preview versions were registered in the embedded control plane.")
-    else:
-        lines.append(
-            f"Versions on {prose(cleanup.control_plane)} are kept: Flyte's task service has no delete."
+    where = (
+        "the embedded control plane"
+        if cleanup.control_plane == "embedded"
+        else f"control plane {prose(cleanup.control_plane)}"
+    )
+    if cleanup.versions_kept:
+        kept_on = (
+            "the embedded control plane"
+            if cleanup.control_plane == "embedded"
+            else prose(cleanup.control_plane)
         )
+        lines.append(f"Versions on {kept_on} are kept: Flyte's task service has no delete.")
+    elif cleanup.removed_versions:
+        lines.append(
+            f"Removed from {where}: {cleanup.removed_tasks} task(s) in "
+            f"{len(cleanup.removed_versions)} version(s): " + _code_list(cleanup.removed_versions)
+        )
+    else:
+        lines.append(f"No preview versions were registered in {where}.")
     if cleanup.deactivated_deployments:
         lines.append(f"{len(cleanup.deactivated_deployments)} GitHub deployment(s) marked inactive.")
     return lines
