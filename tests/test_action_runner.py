@@ -280,6 +280,8 @@ def push_payload(ref: str, sha: str) -> dict[str, Any]:
 
 
 APP_INPUTS = {"path": "app/workflows.py", "all": "true", "root_dir": "app"}
+# A deploy needs an endpoint; broken code fails while it is planned, before the plane is called.
+UNREACHED_PLANE = {"endpoint": "dns:///flyte.invalid:443"}
 
 
 def mirror(flyte_base_image: str) -> str:
@@ -397,7 +399,12 @@ def test_github_flags_broken_code_fails_with_an_annotation_relative_to_the_check
     repo = _workspace(make_git_repo, BROKEN)
     sha = repo.head_sha
     result = make_github_runner(repo.path, bridge_services).run(
-        "push", push_payload("refs/heads/main", sha), ref="refs/heads/main", sha=sha, **APP_INPUTS
+        "push",
+        push_payload("refs/heads/main", sha),
+        ref="refs/heads/main",
+        sha=sha,
+        **APP_INPUTS,
+        **UNREACHED_PLANE,
     )
     assert result.exit_code == 1
     [error] = result.errors
@@ -433,7 +440,7 @@ def test_github_flags_a_failure_without_file_commands_keeps_its_exit_code(
         ref="refs/heads/main",
         sha=sha,
         file_commands=False,
-        **(APP_INPUTS | inputs),
+        **(APP_INPUTS | UNREACHED_PLANE | inputs),
     )
     assert result.exit_code == exit_code, result.log
     assert result.tracebacks == 0, result.log
