@@ -42,7 +42,9 @@ from deployer.models import (
 
 if TYPE_CHECKING:
     from deployer.controlplane.client import ControlPlaneClient
+    from deployer.images.options import ImageOptions
     from deployer.plan import PlanResult
+    from deployer.progress import Progress as StageProgress
     from deployer.storage import Storage
 
 Progress = Callable[[str], None]
@@ -115,7 +117,7 @@ def run(
         images: tuple[BuiltImage, ...] = ()
         if any(env.image.needs_build for env in plan.environments):
             with clock("images"):
-                images = _build_images(planned, request)
+                images = _build_images(planned, request, progress)
         uris = _pin_as_is_images(plan, _image_uris(plan, images, pending_ok=False), progress)
         with clock("serialize"):
             specs = _serialize_all(request, planned, uris, bundle.uri if bundle else None)
@@ -167,7 +169,9 @@ def _dry_run(
     images: tuple[BuiltImage, ...] = ()
     if any(env.image.needs_build for env in plan.environments):
         with clock("images"):
-            images = _build_images(planned, request)  # with request.dry_run: renders and looks up only
+            images = _build_images(
+                planned, request, _quiet
+            )  # with request.dry_run: renders and looks up only
     uris = _image_uris(plan, images, pending_ok=True)
     specs = _serialize_all(request, planned, uris, bundle_uri)
     statuses = [
@@ -215,10 +219,43 @@ def _upload_bundle(
     return uploaded
 
 
-def _build_images(planned: PlanResult, request: DeployRequest) -> tuple[BuiltImage, ...]:
+def _build_images(planned: PlanResult, request: DeployRequest, progress: Progress) -> tuple[BuiltImage, ...]:
     from deployer.images import build_images
 
-    return tuple(build_images(planned.plan, planned.graph, planned.git, request))
+    options = image_options(request)
+    return tuple(build_images(planned.plan, planned.graph, planned.git, options, line_progress(progress)))
+
+
+def image_options(request: DeployRequest) -> ImageOptions:
+    """The images stage's options: the request's flags over the settings' variables."""
+    from deployer.images.options import ImageOptions
+    from deployer.images.spec import parse_image_map
+    from deployer.images.tags import parse_mirrors
+    from deployer.settings import load_settings
+
+    return ImageOptions.from_settings(
+        load_settings(),
+        registry=request.registry,
+        push=request.push,
+        dry_run=request.dry_run,
+        image_map=parse_image_map(request.images),
+        mirrors=parse_mirrors(request.base_image_mirrors),
+        copy_style=request.copy_style,
+    )
+
+
+def line_progress(emit: Progress) -> StageProgress:
+    """A stage's `deployer.progress.Progress` that writes its lines through `emit`."""
+    from deployer.progress import NullProgress
+
+    class _Lines(NullProgress):
+        def info(self, message: str) -> None:
+            emit(message)
+
+        def warning(self, message: str) -> None:
+            emit(f"warning: {message}")
+
+    return _Lines()
 
 
 def _planned_images(plan: Plan) -> dict[str, str]:

@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Mapping
@@ -134,6 +135,7 @@ class ActionRun:
     def _build_only(self, inputs: ActionInputs, decision: Decision) -> int:
         """Fork PRs and `push: false`: plan and build locally, without a registry or any secret."""
         from deployer.images import build_images
+        from deployer.pipeline import image_options, line_progress
         from deployer.plan import plan_request
 
         assert self.run_info is not None
@@ -147,7 +149,8 @@ class ActionRun:
             images: tuple[Any, ...] = ()
             if any(env.image.needs_build for env in planned.plan.environments) and not inputs.dry_run:
                 began = time.monotonic()
-                images = tuple(build_images(planned.plan, planned.graph, planned.git, request))
+                options, lines = image_options(request), line_progress(lambda m: print(m, file=sys.stderr))
+                images = tuple(build_images(planned.plan, planned.graph, planned.git, options, lines))
                 timings.append(Timing(stage="images", seconds=round(time.monotonic() - began, 3)))
         plan = planned.plan
         bundle = None
@@ -290,10 +293,10 @@ class ActionRun:
         """Registry credentials reach the image stage (engine pushes and registry API calls) through
         its documented environment variables; a `docker login` of an earlier step is not visible here."""
         if inputs.registry_username and inputs.registry_password is not None:
-            from deployer.images.auth import PASSWORD_ENV, USERNAME_ENV
+            from deployer.settings import option_info
 
-            os.environ[USERNAME_ENV] = inputs.registry_username
-            os.environ[PASSWORD_ENV] = inputs.registry_password.get_secret_value()
+            os.environ[option_info("registry_username").env[0]] = inputs.registry_username
+            os.environ[option_info("registry_password").env[0]] = inputs.registry_password.get_secret_value()
 
     def _reporter(self, inputs: ActionInputs) -> GitHubReporter | None:
         token = (

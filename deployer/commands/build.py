@@ -34,7 +34,9 @@ def command(
     as_json: o.JsonOpt = False,
 ) -> None:
     """Build (once per content), push and tag the images of the planned environments."""
+    from deployer import output
     from deployer.images import build_images
+    from deployer.pipeline import image_options, line_progress
     from deployer.plan import plan_request
 
     request = o.build_request(
@@ -59,7 +61,9 @@ def command(
     planned = plan_request(request)
     for warning in planned.plan.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    images = build_images(planned.plan, planned.graph, planned.git, request)
+    images = build_images(
+        planned.plan, planned.graph, planned.git, image_options(request), line_progress(output.progress)
+    )
     if as_json:
         print(json.dumps([{**i.model_dump(mode="json"), "uri": i.uri} for i in images], indent=2))
         return

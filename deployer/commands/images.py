@@ -49,7 +49,9 @@ def command(
     output_format: FormatOpt = Format.args,
 ) -> None:
     """Print the image of every environment (built images by digest; with --dry-run nothing is built)."""
+    from deployer import output
     from deployer.images import build_images
+    from deployer.pipeline import image_options, line_progress
     from deployer.plan import plan_request
 
     request = o.build_request(
@@ -74,7 +76,9 @@ def command(
     planned = plan_request(request)
     for warning in planned.plan.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    built = build_images(planned.plan, planned.graph, planned.git, request)
+    built = build_images(
+        planned.plan, planned.graph, planned.git, image_options(request), line_progress(output.progress)
+    )
     mapping = image_map(planned.plan, built)
     if output_format is Format.json:
         print(json.dumps(mapping, indent=2))

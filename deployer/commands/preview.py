@@ -88,11 +88,14 @@ def _planned_repositories(request: DeployRequest, warnings: list[str]) -> set[st
     if request.path is None or not request.registry:
         return set()
     from deployer.images.pipeline import render_groups
+    from deployer.pipeline import image_options
     from deployer.plan import plan_request
 
     try:
         result = plan_request(request)
-        return {group.repository for group in render_groups(result.plan, result.graph, request)}
+        return {
+            group.repository for group in render_groups(result.plan, result.graph, image_options(request))
+        }
     except DeployError as exc:
         warnings.append(f"could not plan {request.path} to find the preview's images: {exc}")
         return set()

@@ -94,7 +94,7 @@ def parse_image_map(values: Sequence[str]) -> ImageMap:
     return ImageMap(named=dict(sorted(named.items())), default=default)
 
 
-def image_spec(env: Any, image_map: ImageMap) -> ImageSpec:
+def image_spec(env: Any, image_map: ImageMap, *, copy_style: str | None = None) -> ImageSpec:
     """Plan `env.image` as its spec says, before any code is added.
 
     - external (string image, mapped `from_ref_name` without layers, `"auto"` with a bare `--image`):
@@ -103,6 +103,9 @@ def image_spec(env: Any, image_map: ImageMap) -> ImageSpec:
       Flyte's `from_debian_base()`): `uri` = that image, nothing to build for its spec; container
       mode still builds the code on top of it;
     - anything with layers or a Dockerfile: `needs_build`, `uri` unknown until built.
+
+    `with_code_bundle()` layers count only when the deploy ships no bundle (`copy_style` none), as
+    in Flyte: otherwise an image with no other layer is its base, and nothing is built for it.
     """
     image = env.image
     if image is None or image == "auto":
@@ -125,11 +128,18 @@ def image_spec(env: Any, image_map: ImageMap) -> ImageSpec:
         base = mapped_uri(env.name, ref_name, image_map)
         if not image._layers:
             return _as_is(base, ref_name=ref_name, external=True)
-    elif not image._is_cloned and base and not image.dockerfile:
+    elif base and not image.dockerfile and (not image._is_cloned or _only_code_bundles(image, copy_style)):
         # An unmodified `from_base`/`from_debian_base` image already exists: Flyte never builds it.
         return _as_is(base, external=False)
     description = _describe(image, base)
     return ImageSpec(ref_name=ref_name, spec_id=_digest(description), needs_build=True, base=base)
+
+
+def _only_code_bundles(image: flyte.Image, copy_style: str | None) -> bool:
+    from flyte._image import CodeBundleLayer
+
+    ships_bundle = copy_style is not None and copy_style != "none"
+    return ships_bundle and all(isinstance(layer, CodeBundleLayer) for layer in image._layers)
 
 
 def mapped_uri(env_name: str, ref_name: str, image_map: ImageMap) -> str:
