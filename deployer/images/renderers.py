@@ -50,6 +50,10 @@ from deployer.templating import render
 UV_VERSION = "0.13.8"
 POETRY_REQUIREMENT = "poetry>=2,<3"
 STAGING = "/opt/flyte-deploy/layers"
+POETRY_TRUST = (
+    'export REQUESTS_CA_BUNDLE="${REQUESTS_CA_BUNDLE:-$("$VIRTUAL_ENV/bin/python" -c '
+    "'import ssl; print(ssl.get_default_verify_paths().openssl_cafile)')}\""
+)
 
 CodeSelector = Callable[[str], tuple[str, ...]]
 """copy style (`loaded_modules`/`all`) → files relative to root_dir: the bundle's file selection."""
@@ -386,6 +390,8 @@ def poetry_project(layer: PoetryProject, ctx: LayerContext) -> list[str]:
         )
         install = blocks.pop()
         mounts = " ".join(m for m in (ctx.cache("/root/.cache/pypoetry", "poetry"), mounts) if m)
+        # poetry verifies TLS with certifi's bundle; trust the image's CA store, as pip and uv do here.
+        prefix = f"{POETRY_TRUST} && {prefix}"
     else:
         install = f'RUN "$VIRTUAL_ENV/bin/python" -m pip install "{POETRY_REQUIREMENT}"'
     # The project is copied (not bind-mounted): poetry installs the root package as a link to it.

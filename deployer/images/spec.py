@@ -36,6 +36,7 @@ _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}
 _REFERENCE = re.compile(rf"(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?", re.ASCII)
 _REF_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _MAX_NAME = 255
+_UNREADABLE = (Path("/proc"), Path("/sys"), Path("/dev"))
 # What `Image.from_ref_name()` without a name refers to: the bare `--image URI`.
 DEFAULT_REF = _DEFAULT_IMAGE_REF_NAME
 
@@ -197,6 +198,11 @@ def _describe_path(path: Path) -> dict[str, Any]:
     """Content, not location: the same files at another absolute path describe the same image. A
     directory's own name is left out (a checkout's folder name differs between clones; where it lands
     in the image is the layer's `dst`)."""
+    resolved = path.resolve()
+    if resolved == Path(resolved.anchor) or any(resolved.is_relative_to(v) for v in _UNREADABLE):
+        # Walking these never ends (/proc/kmsg blocks a reader forever): refuse before reading.
+        what = "the filesystem root" if resolved == Path(resolved.anchor) else "a virtual filesystem"
+        raise PlanError(f"image layer source {path} is {what}: it cannot go into an image")
     if path.is_file():
         return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     if path.is_dir():
