@@ -204,7 +204,7 @@ def _describe_path(path: Path) -> dict[str, Any]:
         what = "the filesystem root" if resolved == Path(resolved.anchor) else "a virtual filesystem"
         raise PlanError(f"image layer source {path} is {what}: it cannot go into an image")
     if path.is_file():
-        return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        return {"file": path.name, "sha256": _file_sha256(path).hexdigest()}
     if path.is_dir():
         return {"dir_sha256": _tree_digest(path)}
     return {"missing": path.name}
@@ -223,8 +223,17 @@ def _tree_digest(root: Path) -> str:
             path = Path(dirpath) / name
             if rules.ignored(rel, is_dir=False) or not path.is_file():
                 continue
-            digest.update(rel.encode("utf-8") + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+            digest.update(rel.encode("utf-8") + b"\0" + _file_sha256(path).digest())
     return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> Any:
+    """In chunks: a layer may copy a file of any size."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest
 
 
 def _digest(description: Mapping[str, Any]) -> str:
