@@ -169,9 +169,8 @@ def _dry_run(
     images: tuple[BuiltImage, ...] = ()
     if any(env.image.needs_build for env in plan.environments):
         with clock("images"):
-            images = _build_images(
-                planned, request, _quiet
-            )  # with request.dry_run: renders and looks up only
+            # with request.dry_run: renders and looks up only
+            images = _build_images(planned, request, _quiet)
     uris = _image_uris(plan, images, pending_ok=True)
     specs = _serialize_all(request, planned, uris, bundle_uri)
     statuses = [

@@ -68,7 +68,8 @@ class Manifest:
     body: bytes
 
     def json(self) -> dict[str, Any]:
-        return json.loads(self.body)
+        body: dict[str, Any] = json.loads(self.body)
+        return body
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -112,7 +113,7 @@ class RegistryClient:
         self._check(response, f"HEAD {repo}:{ref}")
         digest = response.headers.get("Docker-Content-Digest")
         if digest:
-            return digest
+            return str(digest)
         manifest = self.get_manifest(repo, ref)
         return manifest.digest if manifest else None
 
