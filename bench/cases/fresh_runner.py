@@ -32,6 +32,16 @@ COLD = "cold container deploy (empty engine, dependencies built)"
 CONTAINER = "source-only container deploy (emptied engine)"
 BUNDLE = "source-only bundle deploy (same change)"
 NO_ENGINE = "unix:///nonexistent/flyte-deploy-bench.sock"
+CACHE_MOUNTS = tuple(
+    f"cached mount {target} "
+    for target in (
+        "/root/.cache/uv",
+        "/var/cache/apt",
+        "/var/lib/apt",
+        "/root/.cache/pypoetry",
+        "/root/.cache/rattler",
+    )
+)
 
 WORKFLOWS = '''\
 """A container-mode service for the fresh-runner benchmark (run {nonce})."""
@@ -137,7 +147,16 @@ class _Run:
                 if any(ref.startswith(self.registry) for ref in refs):
                     client.api.remove_image(image["Id"], force=True)
             records = client.api.df().get("BuildCache") or []
-            doomed = [r["ID"] for r in records if self.nonce in (r.get("Description") or "")]
+            # The run's steps, and the package managers' cache mounts (a new runner has none of them).
+            doomed = [
+                r["ID"]
+                for r in records
+                if self.nonce in (r.get("Description") or "")
+                or (
+                    r.get("Type") == "exec.cachemount"
+                    and (r.get("Description") or "").startswith(CACHE_MOUNTS)
+                )
+            ]
             parents = {r["ID"]: r.get("Parent") for r in records}
             grew = True
             while grew:
@@ -254,8 +273,9 @@ def run(ctx: Context) -> CaseResult:
         ),
     ]
     result.notes.append(
-        "Before every source-only round the engine is emptied of the run's images and of BuildKit's cache "
-        "records of its steps; the shared stack's base images stay (a real runner pulls Flyte's base too, "
+        "Before the cold deploy and every source-only round the engine is emptied of the run's images, of "
+        "BuildKit's cache records of its steps and of the package managers' cache mounts (apt, uv); the "
+        "shared stack's base images stay (a real runner pulls Flyte's base too, "
         "which neither path needs for a source-only change: the container deploy reads its manifest only). "
         "The cold deploy is compared with each round of its run. The second clone's deploy runs with "
         f"DOCKER_HOST={NO_ENGINE}."
