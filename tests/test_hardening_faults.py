@@ -136,6 +136,18 @@ def test_no_docker_engine_falls_back_to_bundles_only_in_auto_mode(tiny_repo: Any
     state = repo.path / ".flyte-deploy"
     no_engine = {"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
 
+    # An image with a layer of its own needs the engine (code on a plain base is appended in the
+    # registry and needs none).
+    layered = tiny_repo("layered")
+    layered.commit(
+        "a layer",
+        files={
+            "app.py": layered.read("app.py").replace(
+                '")\n', '").clone(name="layered", extendable=True).with_env_vars({"A": "1"})\n', 1
+            )
+        },
+    )
+    layered_state = layered.path / ".flyte-deploy"
     forced = cli(
         "deploy",
         "app.py",
@@ -144,13 +156,13 @@ def test_no_docker_engine_falls_back_to_bundles_only_in_auto_mode(tiny_repo: Any
         "container",
         "--registry",
         "127.0.0.1:5000/x",
-        cwd=repo.path,
+        cwd=layered.path,
         env=no_engine,
     )
     assert forced.code != 0
     assert one_error_line(forced.stderr).startswith("error: cannot reach the Docker engine")
-    assert registered_tasks(state) == {}
-    assert not (state / "bundles").exists()
+    assert registered_tasks(layered_state) == {}
+    assert not (layered_state / "bundles").exists()
 
     auto = cli("deploy", "app.py", "app", "--mode", "auto", "--json", cwd=repo.path, env=no_engine)
     assert auto.code == 0, auto.stderr

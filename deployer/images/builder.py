@@ -408,4 +408,5 @@ def _output(command: list[str]) -> str:
         done = subprocess.run(command, capture_output=True, text=True, timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return ""
-    return done.stdout.strip() if done.returncode == 0 else ""
+    # `docker version` exits non-zero when the engine is down, having printed the client's version.
+    return done.stdout.strip()

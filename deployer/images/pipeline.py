@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deployer.errors import BuildError, RegistryError, UsageError
-from deployer.images.registry import RegistryClient
+from deployer.images.registry import RegistryClient, RegistryHTTPError, RegistryRequestError
 from deployer.images.render import CodeFiles, RenderedImage, render_image
 from deployer.images.sources import SourcePolicy
 from deployer.images.tags import repository, sanitize_tag
@@ -295,14 +295,23 @@ class _Worker:
                 python_paths=tuple(f"{dst}{path}" for path in code.sys_paths),
             )
             with self.progress.bar(f"{group.label}: code layer → {group.repository}", 1) as advance:
-                digest = append_layer(
-                    self.registry,
-                    base=base,
-                    target_repo=group.repository,
-                    tag=rendered.identity,
-                    layer_for=layer_for,
-                    change=change,
-                )
+                try:
+                    digest = append_layer(
+                        self.registry,
+                        base=base,
+                        target_repo=group.repository,
+                        tag=rendered.identity,
+                        layer_for=layer_for,
+                        change=change,
+                    )
+                except RegistryHTTPError as exc:
+                    tried = f" (tried {exc.attempts} times)" if exc.attempts > 1 else ""
+                    raise BuildError(
+                        f"push of {group.reference} failed: {exc.status} {exc.reason}{tried}: {exc}"
+                    ) from exc
+                except RegistryRequestError as exc:
+                    tried = f" (tried {exc.attempts} times)" if exc.attempts > 1 else ""
+                    raise BuildError(f"push of {group.reference} failed: {exc}{tried}") from exc
                 advance(1)
         sizes = ", ".join(f"{layer.size} bytes" for layer in layers.values())
         self.progress.info(f"{group.label}: code layer ({len(code.files)} files, {sizes}) appended to {base}")

@@ -48,6 +48,23 @@ _RETRY_STATUS = {429, 500, 502, 503, 504}
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
+class RegistryRequestError(RegistryError):
+    """A request failed after `attempts` tries (the registry unreachable, or an error status)."""
+
+    def __init__(self, message: str, *, attempts: int) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class RegistryHTTPError(RegistryRequestError):
+    """The registry answered with an error status (after the retries a retryable status gets)."""
+
+    def __init__(self, message: str, *, status: int, reason: str, attempts: int) -> None:
+        super().__init__(message, attempts=attempts)
+        self.status = status
+        self.reason = reason
+
+
 class DeleteResult(enum.StrEnum):
     """What `delete_tag` did."""
 
@@ -323,7 +340,8 @@ class RegistryClient:
                 response = self._http.request(method, url, headers=all_headers, content=body)
             except httpx.TransportError as exc:
                 if attempt == self._attempts:
-                    raise RegistryError(f"{method} {_redact(url)}: {type(exc).__name__}: {exc}") from exc
+                    message = f"{method} {_redact(url)}: {type(exc).__name__}: {exc}"
+                    raise RegistryRequestError(message, attempts=attempt) from exc
             else:
                 if response.status_code not in _RETRY_STATUS or attempt == self._attempts:
                     return response
@@ -380,8 +398,7 @@ class RegistryClient:
         loopback = hostname in ("localhost", "::1") or hostname.startswith("127.")
         return "http" if loopback or host in self._insecure else "https"
 
-    @staticmethod
-    def _check(response: httpx.Response, what: str) -> None:
+    def _check(self, response: httpx.Response, what: str) -> None:
         if response.is_success:
             return
         detail = ""
@@ -390,7 +407,13 @@ class RegistryClient:
             detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
         except (ValueError, AttributeError):
             detail = response.text[:200]
-        raise RegistryError(f"{what}: HTTP {response.status_code}{' ' + detail if detail else ''}")
+        attempts = self._attempts if response.status_code in _RETRY_STATUS else 1
+        raise RegistryHTTPError(
+            f"{what}: HTTP {response.status_code}{' ' + detail if detail else ''}",
+            status=response.status_code,
+            reason=response.reason_phrase,
+            attempts=attempts,
+        )
 
 
 def _next_page(response: httpx.Response) -> str | None:
