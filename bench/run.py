@@ -26,9 +26,15 @@ ANALYSIS = REPO / "bench" / "analysis.md"
 
 
 def _cases() -> dict[str, Callable[[Context], CaseResult]]:
-    from bench.cases import action, bundle, deploy, plan
+    from bench.cases import action, bundle, deploy, fresh_runner, plan
 
-    return {"bundle": bundle.run, "plan": plan.run, "deploy": deploy.run, "action": action.run}
+    return {
+        "bundle": bundle.run,
+        "plan": plan.run,
+        "deploy": deploy.run,
+        "action": action.run,
+        "fresh_runner": fresh_runner.run,
+    }
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

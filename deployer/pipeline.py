@@ -51,6 +51,7 @@ from deployer.request import DeployRequest
 
 if TYPE_CHECKING:
     from deployer.controlplane.base import ControlPlane
+    from deployer.images.options import ImageOptions
     from deployer.plan import PlanResult
     from deployer.storage import Storage
 
@@ -264,7 +265,15 @@ def _upload_bundle(
 def _build_images(planned: PlanResult, request: DeployRequest, progress: Progress) -> tuple[BuiltImage, ...]:
     from deployer.images import build_images
 
-    return tuple(build_images(planned.plan, planned.graph, planned.git, request))
+    options = image_options(request)
+    return tuple(build_images(planned.plan, planned.graph, planned.git, options, progress))
+
+
+def image_options(request: DeployRequest) -> ImageOptions:
+    """The images stage's options, from the request's settings."""
+    from deployer.images.options import ImageOptions
+
+    return ImageOptions.from_settings(request.settings)
 
 
 def _planned_images(plan: Plan) -> dict[str, str]:

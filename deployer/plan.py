@@ -123,7 +123,7 @@ def make_plan(
     root_dir = Path(graph.root_dir)
     planned: list[PlannedEnv] = []
     for node in graph.environments:
-        spec = image_spec(node.env, image_map)
+        spec = image_spec(node.env, image_map, copy_style=style.value)
         mode, reason = _mode(spec, options, style, docker_available)
         if mode == "container" and style is not CopyStyle.none:
             # The code is baked in: whatever the spec says, the image deployed is a new build.

@@ -115,12 +115,14 @@ def _planned_repositories(request: DeployRequest, warnings: list[str]) -> set[st
     """The repositories a deploy of the request's selection pushes to (rendered, never built)."""
     if request.selection.path is None or not request.settings.registry:
         return set()
+    from deployer.images.options import ImageOptions
     from deployer.images.pipeline import render_groups
     from deployer.plan import plan_request
 
     try:
         result = plan_request(request)
-        return {group.repository for group in render_groups(result.plan, result.graph, request)}
+        options = ImageOptions.from_settings(request.settings)
+        return {group.repository for group in render_groups(result.plan, result.graph, options)}
     except DeployError as exc:
         warnings.append(f"could not plan {request.selection.path} to find the preview's images: {exc}")
         return set()
@@ -152,13 +154,14 @@ def _drop_tags(
 ) -> tuple[list[str], list[str]]:
     if not repos:
         return [], []
-    from deployer.images.auth import Credentials
+    from deployer.images.options import ImageOptions
     from deployer.images.registry import DeleteResult, RegistryClient
 
     removed: list[str] = []
     missing: list[str] = []
     own_tags = {f"sha-{sha[:7]}" for sha in shas}
-    with RegistryClient(Credentials.from_env(request.settings.registry)) as registry:
+    options = ImageOptions.from_settings(request.settings)
+    with RegistryClient(options.credentials(), insecure_hosts=options.insecure_registries) as registry:
         for repo in repos:
             reference = f"{repo}:{tag}"
             try:

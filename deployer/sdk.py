@@ -21,11 +21,70 @@ from typing import Any
 
 import flyte
 from flyte._environment import _ENVIRONMENT_REGISTRY
+from flyte._image import _DEFAULT_IMAGE_REF_NAME as DEFAULT_IMAGE_REF_NAME
+from flyte._image import (
+    AptPackages,
+    CodeBundleLayer,
+    Commands,
+    CopyConfig,
+    DockerIgnore,
+    Env,
+    Layer,
+    PipOption,
+    PipPackages,
+    PixiProject,
+    PixiScript,
+    PoetryProject,
+    PythonWheels,
+    Requirements,
+    UVProject,
+    UVScript,
+    WorkDir,
+)
+from flyte._image import _DockerLines as DockerLines
 from flyte._initialize import _InitConfig, init_config_context
 
 from deployer.errors import DeployError
 
 SUPPORTED_FLYTE = "2.12"
+
+__all__ = [
+    "DEFAULT_IMAGE_REF_NAME",
+    "IMAGE_LAYERS",
+    "AptPackages",
+    "CodeBundleLayer",
+    "Commands",
+    "CopyConfig",
+    "DockerIgnore",
+    "DockerLines",
+    "Env",
+    "Layer",
+    "PipOption",
+    "PipPackages",
+    "PixiProject",
+    "PixiScript",
+    "PoetryProject",
+    "PythonWheels",
+    "Requirements",
+    "SdkInternalsChanged",
+    "UVProject",
+    "UVScript",
+    "WorkDir",
+    "capture_environments",
+    "declaring_file",
+    "documentation_entity",
+    "ignored_walk",
+    "image_cache",
+    "interface_with_docstrings",
+    "pixi_defaults",
+    "sdk_internals_check",
+    "sdk_logger",
+    "standard_ignore_patterns",
+    "sys_path_variable",
+    "translate_task_to_wire",
+    "upload_default_inputs",
+    "uv_script_header",
+]
 
 
 class SdkInternalsChanged(DeployError):
@@ -60,6 +119,59 @@ def declaring_file(env: Any) -> Path | None:
     """The file whose import created `env` (flyte records it when the environment is constructed)."""
     declared = getattr(env, "_declaring_file", None)
     return Path(declared) if declared else None
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+IMAGE_LAYERS: tuple[type[Layer], ...] = (
+    AptPackages,
+    CodeBundleLayer,
+    Commands,
+    CopyConfig,
+    DockerIgnore,
+    Env,
+    PipPackages,
+    PixiProject,
+    PixiScript,
+    PoetryProject,
+    PythonWheels,
+    Requirements,
+    UVProject,
+    UVScript,
+    WorkDir,
+    DockerLines,
+)
+"""The `flyte.Image` layer types of the pinned SDK (the images stage renders each)."""
+
+
+def ignored_walk(patterns: Sequence[str], root: Path) -> list[str]:
+    """Files under `root` (relative paths) that `.dockerignore`-style `patterns` keep, as Flyte's image
+    builder walks a build context."""
+    from flyte._internal.imagebuild.docker import PatternMatcher
+
+    matcher: Any = PatternMatcher(list(patterns))  # type: ignore[no-untyped-call]
+    return [str(rel) for rel in matcher.walk(str(root))]
+
+
+def standard_ignore_patterns() -> list[str]:
+    """What Flyte leaves out of every image context and bundle (caches, VCS folders, ...)."""
+    from flyte._code_bundle._ignore import STANDARD_IGNORE_PATTERNS
+
+    return list(STANDARD_IGNORE_PATTERNS)
+
+
+def uv_script_header(script: Path) -> Any:
+    """The PEP 723 header of a `uv` script (`dependencies`, `pyprojects`), as Flyte reads it."""
+    from flyte._utils import parse_uv_script_file
+
+    return parse_uv_script_file(script)
+
+
+def pixi_defaults() -> tuple[str, str]:
+    """(the project dir in the image, the pixi version) Flyte's builder uses for pixi layers."""
+    from flyte._internal.imagebuild.utils import PIXI_PROJECT_DIR, PIXI_VERSION
+
+    return str(PIXI_PROJECT_DIR), str(PIXI_VERSION)
 
 
 # ---------------------------------------------------------------------------------------------- serialization
@@ -231,7 +343,19 @@ def _serialization_internals(need: Need, params: Params, fields: Fields, problem
     fields(task_template, "flyte._task.TaskTemplate", ["name", "env_vars", "parent_env", "parent_env_name"])
 
 
+def _image_internals(need: Need, params: Params, fields: Fields, problems: list[str]) -> None:
+    for name in ("_DEFAULT_IMAGE_REF_NAME", "_DockerLines", "Layer"):
+        need("flyte._image", name)
+    params(need("flyte._internal.imagebuild.docker", "PatternMatcher"), "PatternMatcher", ["patterns"])
+    need("flyte._code_bundle._ignore", "STANDARD_IGNORE_PATTERNS")
+    params(need("flyte._utils", "parse_uv_script_file"), "parse_uv_script_file", ["path"])
+    need("flyte._internal.imagebuild.utils", "PIXI_PROJECT_DIR")
+    need("flyte._internal.imagebuild.utils", "PIXI_VERSION")
+    fields(flyte.Image, "flyte.Image", ["base_image", "dockerfile", "platform", "python_version", "_layers"])
+
+
 _CHECKS: list[Callable[[Need, Params, Fields, list[str]], None]] = [
     _discovery_internals,
     _serialization_internals,
+    _image_internals,
 ]

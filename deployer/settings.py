@@ -182,6 +182,20 @@ class Settings(BaseSettings):
         (), "Registry hosts spoken to over plain HTTP (loopback always is).", shown_default="none"
     )
     build_concurrency: int = option(2, "Image builds run at once.", ge=1)
+    image_builder: Literal["auto", "buildkit", "engine"] = option(
+        "auto",
+        "How dependency images are built: buildkit (a Docker CLI with BuildKit: cache and secret mounts), "
+        "engine (the engine API's classic builder), or auto (buildkit when a Docker CLI offers it).",
+    )
+    docker_cli: str | None = option(
+        None,
+        "Docker CLI that drives BuildKit builds.",
+        shown_default="docker on PATH, else /usr/bin/docker",
+    )
+    allow_outside_sources: bool = option(
+        False,
+        "Let image layers copy files from outside root_dir (e.g. with_source_file('/etc/x')).",
+    )
 
     # -- the control plane ------------------------------------------------------------------------------
     endpoint: str | None = option(

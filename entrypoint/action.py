@@ -137,7 +137,6 @@ class ActionRun:
                 "(set `endpoint` and `api-key`); for a run that deploys nothing set `dry-run: true` "
                 "(plan) or `push: false` (build only)"
             )
-        self._registry_login(inputs)
         reporter = self._reporter(inputs) if decision.kind is RunKind.preview and inputs.comment else None
         deployment_id = (
             start_preview(reporter, self.run_info, project=settings.project, version=version or "")
@@ -199,7 +198,6 @@ class ActionRun:
                 f"input `path` {inputs.path!r} does not plan: the preview's images are found only "
                 "from what the embedded control plane recorded"
             )
-        self._registry_login(inputs)
         reporter = self._reporter(inputs)
         with self.gh.group(f"flyte-deploy: clean up the preview of #{decision.pr}"):
             recorded = recorded_preview(reporter, decision.pr)
@@ -307,16 +305,6 @@ class ActionRun:
         for key, value in values.items():
             url = url.replace("{" + key + "}", value)
         return url
-
-    def _registry_login(self, inputs: ActionInputs) -> None:
-        """Registry credentials reach the image stage (engine pushes and registry API calls) through
-        its documented environment variables; a `docker login` of an earlier step is not visible here."""
-        settings = inputs.settings
-        if settings.registry_username and settings.registry_password is not None:
-            from deployer.images.auth import PASSWORD_ENV, USERNAME_ENV
-
-            os.environ[USERNAME_ENV] = settings.registry_username
-            os.environ[PASSWORD_ENV] = settings.registry_password.get_secret_value()
 
     def _reporter(self, inputs: ActionInputs) -> GitHubReporter | None:
         token = (

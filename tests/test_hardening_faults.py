@@ -136,6 +136,18 @@ def test_no_docker_engine_falls_back_to_bundles_only_in_auto_mode(tiny_repo: Any
     state = repo.path / ".flyte-deploy"
     no_engine = {"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
 
+    # An image with a layer of its own needs the engine (code on a plain base is appended in the
+    # registry and needs none).
+    layered = tiny_repo("layered")
+    layered.commit(
+        "a layer",
+        files={
+            "app.py": layered.read("app.py").replace(
+                '")\n', '").clone(name="layered", extendable=True).with_env_vars({"A": "1"})\n', 1
+            )
+        },
+    )
+    layered_state = layered.path / ".flyte-deploy"
     forced = cli(
         "deploy",
         "app.py",
@@ -144,13 +156,13 @@ def test_no_docker_engine_falls_back_to_bundles_only_in_auto_mode(tiny_repo: Any
         "container",
         "--registry",
         "127.0.0.1:5000/x",
-        cwd=repo.path,
+        cwd=layered.path,
         env=no_engine,
     )
     assert forced.code != 0
     assert one_error_line(forced.stderr).startswith("error: cannot reach the Docker engine")
-    assert registered_tasks(state) == {}
-    assert not (state / "bundles").exists()
+    assert registered_tasks(layered_state) == {}
+    assert not (layered_state / "bundles").exists()
 
     auto = cli("deploy", "app.py", "app", "--mode", "auto", "--json", cwd=repo.path, env=no_engine)
     assert auto.code == 0, auto.stderr
@@ -194,8 +206,9 @@ TOKEN = "ghs_hardening_writer"
 
 
 def test_github_api_failing_never_fails_a_good_deploy_and_a_rerun_comments(
-    tiny_repo: Any, github_api: Any, tmp_path: Path
+    tiny_repo: Any, github_api: Any, tmp_path: Path, start_serve: Any
 ) -> None:
+    served = start_serve(tmp_path / "plane")
     repo = tiny_repo()
     sha = repo.head_sha
     github_api.add_token(TOKEN)
@@ -210,6 +223,7 @@ def test_github_api_failing_never_fails_a_good_deploy_and_a_rerun_comments(
         "GITHUB_SHA": sha,
     }
     inputs = {"path": "app.py", "all": "true", "mode": "bundle", "github_token": TOKEN}
+    inputs["endpoint"] = served.url
 
     first = run_action(
         repo.path, "pull_request", event, runner_dir=tmp_path / "first", inputs=inputs, env=env
@@ -227,7 +241,7 @@ def test_github_api_failing_never_fails_a_good_deploy_and_a_rerun_comments(
     assert 2 <= lookups <= 5, lookups
     assert sum(1 for c in github_api.calls if c.method == "POST" and c.path.endswith("/deployments")) == 1
     assert github_api.repos[REPO].comments == []
-    state = repo.path / ".flyte-deploy"
+    state = served.state_dir
     assert registered_tasks(state) == {"app.greet": [version], "base.double": [version]}
 
     # GitHub is back: the same run again posts the comment; the deploy itself is already done.

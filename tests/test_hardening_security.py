@@ -129,7 +129,8 @@ def test_nothing_outside_root_dir_reaches_a_bundle_or_an_image(
     bundle_files = done.json["plan"]["bundle"]["files"]  # type: ignore[index]
     assert "local.env" not in bundle_files and not any(f.startswith(".flyte-deploy") for f in bundle_files)
     [image] = {f"{i['repository']}@{i['digest']}" for i in done.json["artifacts"]["images"]}  # type: ignore[index]
-    saved = b"".join(docker_client.images.get(image).save())
+    # The code layer is appended in the registry: the engine holds the image once it is pulled.
+    saved = b"".join(docker_client.images.pull(image).save())
     layers = _layer_files(saved)
     assert SENTINEL.encode() not in saved
     # The tiny base holds only /marker: every other file in the image is the project's code.
@@ -172,7 +173,7 @@ def _assert_inert(markdown: str) -> None:
 
 
 def test_hostile_branch_names_titles_messages_and_errors_are_inert(
-    make_git_repo: Any, tiny_base_image: str, github_api: Any, tmp_path: Path
+    make_git_repo: Any, tiny_base_image: str, github_api: Any, tmp_path: Path, controlplane: Any
 ) -> None:
     from tests.fixtures.hardening import TINY_APP
 
@@ -182,6 +183,7 @@ def test_hostile_branch_names_titles_messages_and_errors_are_inert(
     repo.commit(f"{HOSTILE_TEXT}\n\n## Injected heading\n<script>alert(1)</script>", allow_empty=True)
     token = github_api.add_token("ghs_hardening_hostile")
     inputs = {"path": "app.py", "all": "true", "mode": "bundle", "github_token": token}
+    inputs["endpoint"] = controlplane.url
     base_env = {"GITHUB_REPOSITORY": REPO, "GITHUB_API_URL": github_api.url}
 
     # A manual run on the hostile branch: its name is the summary's headline.
@@ -298,6 +300,7 @@ def test_secrets_never_reach_any_output_log_or_state(
     assert cli_refused.code != 0 and "UNAUTHENTICATED" in one_error_line(cli_refused.stderr)
 
     [image] = {e["image"] for e in json.loads(good.outputs["environments"])}
+    docker_client.images.pull(image)  # appended in the registry: the engine has it once pulled
     texts = {
         "action log": _without_masks(good.log),
         "failed action log": _without_masks(refused.log),

@@ -17,6 +17,7 @@ import tarfile
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from deployer.bundle.pgzip import DEFAULT_LEVEL, ParallelGzipWriter
 from deployer.errors import BundleError
@@ -109,7 +110,11 @@ class _Guard:
         return st
 
 
-def _add_file(out: ParallelGzipWriter, path: str, name: str) -> int:
+class _Writer(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+def _add_file(out: _Writer, path: str, name: str) -> int:
     try:
         with open(path, "rb", buffering=0) as f:
             st = os.fstat(f.fileno())
@@ -213,3 +218,45 @@ def build_bundle(root_dir: Path, files: Sequence[str], out_dir: Path) -> BundleA
     return BundleArtifact(
         digest=digest.sha.hexdigest(), size=digest.size, path=final, files=tuple(checked_names(files))
     )
+
+
+def _directory_header(name: str) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mtime = FIXED_MTIME
+    info.mode = 0o755
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def write_tar(root_dir: Path, files: Sequence[str], out: _Writer, *, prefix: str = "") -> int:
+    """An uncompressed tar of `files` written like a bundle (sorted, the bundle's file headers, the
+    same guard against paths leaving root_dir), each name under `prefix`, plus an entry (0755, fixed
+    time, root) for every directory between `prefix` and a file, placed before its first file.
+    Returns the bytes written.
+
+    An image layer is such a tar: the same commit gives the same layer, hence the same image digest,
+    on any machine; the directory entries give the layer's folders fixed metadata too."""
+    names = checked_names(files)
+    base = prefix.strip("/")
+    if base and checked_names([base]) != [base]:
+        raise BundleError(f"bad layer prefix {prefix!r}")
+    guard = _Guard(root_dir)
+    written = 0
+    emitted: set[str] = set()
+    for name in names:
+        guard.check(name)
+        parts = name.split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            directory = "/".join(parts[:depth])
+            if directory not in emitted:
+                emitted.add(directory)
+                header = _directory_header(posixpath.join(base, directory) + "/")
+                out.write(header)
+                written += len(header)
+        written += _add_file(out, os.path.join(guard.root, name), posixpath.join(base, name))
+    end = 2 * BLOCK
+    end += -(written + end) % RECORD
+    out.write(bytes(end))
+    return written + end

@@ -1,15 +1,17 @@
-"""Images: spec resolution (spec.py), Dockerfile rendering, builds, registry, tags, push."""
+"""Images: spec resolution (spec.py), the layer registry (layers.py), rendering, builds on the engine,
+the code layer appended in the registry, tags, push."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from deployer.images.options import ImageOptions as ImageOptions
     from deployer.images.pipeline import build_images as build_images
     from deployer.images.registry import DeleteResult as DeleteResult
     from deployer.images.registry import RegistryClient as RegistryClient
 
-__all__ = ["DeleteResult", "RegistryClient", "build_images"]
+__all__ = ["DeleteResult", "ImageOptions", "RegistryClient", "build_images"]
 
 
 def __getattr__(name: str) -> Any:
@@ -18,6 +20,10 @@ def __getattr__(name: str) -> Any:
         from deployer.images.pipeline import build_images
 
         return build_images
+    if name == "ImageOptions":
+        from deployer.images.options import ImageOptions
+
+        return ImageOptions
     if name in ("RegistryClient", "DeleteResult"):
         from deployer.images import registry
 

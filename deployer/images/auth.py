@@ -1,7 +1,7 @@
 """Registry credentials: where they come from, in order.
 
-1. Explicit username/password (token) for the push registry: `FLYTE_DEPLOY_REGISTRY_USERNAME` /
-   `FLYTE_DEPLOY_REGISTRY_PASSWORD` (the action's inputs; e.g. `github.actor` + `GITHUB_TOKEN` for GHCR).
+1. Explicit username/password (token) for the push registry: the `registry_username` /
+   `registry_password` settings (the action's inputs; e.g. `github.actor` + `GITHUB_TOKEN` for GHCR).
 2. Amazon ECR (`<account>.dkr.ecr.<region>.amazonaws.com`): a token from boto3's
    `ecr.get_authorization_token`, using the ambient AWS credentials.
 3. Docker's config: `$DOCKER_CONFIG/config.json` (default `~/.docker/config.json`): `auths` entries
@@ -24,8 +24,6 @@ from pydantic import SecretStr
 
 from deployer.errors import RegistryError
 
-USERNAME_ENV = "FLYTE_DEPLOY_REGISTRY_USERNAME"
-PASSWORD_ENV = "FLYTE_DEPLOY_REGISTRY_PASSWORD"
 _ECR_HOST = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$"
 )
@@ -62,14 +60,28 @@ class Credentials:
         self._cache: dict[str, Credential | None] = {}
 
     @classmethod
-    def from_env(cls, push_registry: str | None) -> Credentials:
-        """Explicit credentials from the environment apply to the push registry's host."""
-        username, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
+    def explicit_for(
+        cls, push_registry: str | None, username: str | None, password: SecretStr | None
+    ) -> Credentials:
+        """Explicit credentials apply to the push registry's host; other hosts use the fallbacks."""
         explicit: dict[str, Credential] = {}
-        if push_registry and username and password:
+        if push_registry and username and password is not None and password.get_secret_value():
             host = push_registry.split("/", 1)[0]
-            explicit[host] = Credential(username, SecretStr(password), source="explicit")
+            explicit[host] = Credential(username, password, source="explicit")
         return cls(explicit=explicit)
+
+    @classmethod
+    def from_env(cls, push_registry: str | None) -> Credentials:
+        """`explicit_for` with the registry credentials of the settings (their variables or inputs)."""
+        from deployer.settings import load_settings
+
+        settings = load_settings()
+        return cls.explicit_for(push_registry, settings.registry_username, settings.registry_password)
+
+    @property
+    def explicit(self) -> dict[str, Credential]:
+        """The explicit credentials, by registry host."""
+        return dict(self._explicit)
 
     def for_host(self, host: str) -> Credential | None:
         key = host.lower()

@@ -1,4 +1,7 @@
-"""Layer kinds of `flyte.Image` and the cache-friendly order they are rendered in.
+"""The layer registry: every `flyte.Image` layer type, its renderer and its kind, in one table.
+
+A layer type missing here is a `BuildError` naming it, never silently dropped; a test checks that
+every Layer subclass the installed SDK defines is registered.
 
 Rendering order: system packages, then Python dependencies, then code, so a code change never
 invalidates the dependency layers. Layers are only moved within a stretch between "barrier" layers
@@ -10,9 +13,13 @@ because it may need files an earlier copy layer put in place.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
 
-from flyte._image import (
+from deployer.errors import BuildError
+from deployer.images import renderers as r
+from deployer.sdk import (
     AptPackages,
     CodeBundleLayer,
     Commands,
@@ -29,7 +36,9 @@ from flyte._image import (
     UVProject,
     UVScript,
     WorkDir,
-    _DockerLines,
+)
+from deployer.sdk import (
+    DockerLines as _DockerLines,
 )
 
 
@@ -44,38 +53,59 @@ class Kind(enum.IntEnum):
     """Emits no Dockerfile line (DockerIgnore): may sit anywhere."""
 
 
-_KINDS: tuple[tuple[type[Layer], Kind], ...] = (
-    (AptPackages, Kind.system),
-    (Requirements, Kind.python),
-    (PipPackages, Kind.python),
-    (PythonWheels, Kind.python),
-    (UVProject, Kind.python),
-    (UVScript, Kind.python),
-    (PoetryProject, Kind.python),
-    (PixiProject, Kind.python),
-    (PixiScript, Kind.python),
-    (CopyConfig, Kind.code),
-    (CodeBundleLayer, Kind.code),
-    (Commands, Kind.barrier),
-    (Env, Kind.barrier),
-    (WorkDir, Kind.barrier),
-    (_DockerLines, Kind.barrier),
-    (DockerIgnore, Kind.neutral),
+@dataclass(frozen=True)
+class LayerType:
+    kind: Kind
+    render: r.Renderer
+
+
+LAYER_TYPES: Mapping[type[Layer], LayerType] = MappingProxyType(
+    {
+        AptPackages: LayerType(Kind.system, r.apt),
+        Requirements: LayerType(Kind.python, r.requirements),
+        PipPackages: LayerType(Kind.python, r.pip),
+        PythonWheels: LayerType(Kind.python, r.wheels),
+        UVProject: LayerType(Kind.python, r.uv_project),
+        UVScript: LayerType(Kind.python, r.uv_script),
+        PoetryProject: LayerType(Kind.python, r.poetry_project),
+        PixiProject: LayerType(Kind.python, r.pixi),
+        PixiScript: LayerType(Kind.python, r.pixi),
+        CopyConfig: LayerType(Kind.code, r.copy_config),
+        CodeBundleLayer: LayerType(Kind.code, r.code_bundle),
+        Commands: LayerType(Kind.barrier, r.commands),
+        Env: LayerType(Kind.barrier, r.env),
+        WorkDir: LayerType(Kind.barrier, r.workdir),
+        _DockerLines: LayerType(Kind.barrier, r.docker_lines),
+        DockerIgnore: LayerType(Kind.neutral, r.dockerignore),
+    }
 )
 
 _LOCAL_PREFIXES = (".", "/", "-e", "--editable", "file:")
 
 
+def layer_type(layer: Layer) -> LayerType | None:
+    """The registered type of `layer` (exact class: a subclass may render differently), or None."""
+    return LAYER_TYPES.get(type(layer))
+
+
 def kind_of(layer: Layer) -> Kind | None:
     """The layer's kind, or None for a type this version does not know."""
-    for cls, kind in _KINDS:
-        if type(layer) is cls:
-            return kind
-    return None
+    registered = layer_type(layer)
+    return registered.kind if registered else None
 
 
 def is_python(layer: Layer) -> bool:
     return kind_of(layer) is Kind.python
+
+
+def render_layer(layer: Layer, ctx: r.LayerContext) -> list[str]:
+    registered = layer_type(layer)
+    if registered is None:
+        raise BuildError(
+            f"image {ctx.image_name!r}: layer type {type(layer).__module__}.{type(layer).__qualname__} "
+            "is not supported by flyte-deploy"
+        )
+    return registered.render(layer, ctx)
 
 
 def _installs_local_path(layer: Layer) -> bool:

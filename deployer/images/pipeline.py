@@ -3,8 +3,14 @@
 For each planned environment whose image needs a build: render it (plus, in container mode, the
 project code as the last layer), hash the build inputs into an identity, and ask the registry for
 that identity. Found → nothing is built; the git-derived tags are added by copying the manifest.
-Missing → build (bounded concurrency), push the identity tag, then add the git tags the same way.
-Environments whose rendered images are identical share one build.
+Missing:
+- the *dependency image* (everything but the code) is looked up under its own identity; only when
+  it is missing does an engine build it (reusing the layers of the repository's previous dependency
+  image from the registry, so a fresh CI runner reruns only the steps that changed) and push it;
+- the code is then appended in the registry as one deterministic layer (`append`): no engine, the
+  upload is the code's size, and one commit gives one image digest on any machine.
+Without a push (`--no-push`) the whole image is built on the engine instead. Environments whose
+rendered images are identical share one build.
 """
 
 from __future__ import annotations
@@ -13,31 +19,34 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
 from deployer.errors import BuildError, RegistryError, UsageError
-from deployer.images.auth import Credentials
-from deployer.images.registry import RegistryClient
+from deployer.images.registry import RegistryClient, RegistryHTTPError, RegistryRequestError
 from deployer.images.render import CodeFiles, RenderedImage, render_image
-from deployer.images.tags import parse_mirrors, repository, sanitize_tag
+from deployer.images.sources import SourcePolicy
+from deployer.images.tags import repository, sanitize_tag
 from deployer.models import BuiltImage, CopyStyle, EnvGraph, Plan, PlannedEnv
-from deployer.request import DeployRequest
+from deployer.progress import QUIET, Progress
 
 if TYPE_CHECKING:
-    from rich.progress import Progress
-
     from deployer.gitctx import GitContext
+    from deployer.images.auth import Credentials
     from deployer.images.builder import DockerBuilder
+    from deployer.images.options import ImageOptions
 
-CONCURRENCY_ENV = "FLYTE_DEPLOY_BUILD_CONCURRENCY"
 FLYTE_DEFAULT_IMAGE_NAME = "flyte"
 """The name `Image.from_debian_base()` gives every image: too generic to name a repository."""
+CACHE_TAG = "buildcache"
+"""Moves to each dependency image pushed: where the next build of the repository finds its layers."""
+EPOCH = "1970-01-01T00:00:00Z"
 
 
 @dataclass
@@ -48,48 +57,48 @@ class _Group:
     envs: list[str]
     repository: str
     label: str = ""
+    tag_suffix: str = ""
+    """Set when other images share the repository: their git tags must not overwrite each other."""
     result: BuiltImage | None = field(default=None, repr=False)
 
     @property
     def reference(self) -> str:
         return f"{self.repository}:{self.rendered.identity}"
 
+    def tag(self, name: str) -> str:
+        return sanitize_tag(f"{name}{self.tag_suffix}") if self.tag_suffix else name
+
 
 def build_images(
     plan: Plan,
     graph: EnvGraph,
     git: GitContext,
-    request: DeployRequest,
-    *,
-    console: Console | None = None,
+    options: ImageOptions,
+    progress: Progress = QUIET,
 ) -> tuple[BuiltImage, ...]:
     """Build, push and tag the images the plan needs; one `BuiltImage` per environment built for."""
-    groups = render_groups(plan, graph, request)
+    groups = render_groups(plan, graph, options)
     if not groups:
         return ()
-    writes = request.settings.push and not request.settings.dry_run
-    if writes and not request.settings.registry:
+    writes = options.push and not options.dry_run
+    if writes and not options.registry:
         envs = ", ".join(env for g in groups for env in g.envs)
         raise UsageError(f"--registry is required to push the images built for {envs} (or pass --no-push)")
     git_tags = tuple(dict.fromkeys(sanitize_tag(t) for t in plan.image_tags))
-    labels = oci_labels(git, plan.version)
-    credentials = Credentials.from_env(request.settings.registry)
-    with RegistryClient(credentials) as registry:
-        if request.settings.dry_run:
+    credentials = options.credentials()
+    with RegistryClient(credentials, insecure_hosts=options.insecure_registries) as registry:
+        if options.dry_run:
             for group in groups:
-                group.result = _dry_run_result(
-                    group, registry if request.settings.registry else None, console
-                )
+                group.result = _dry_run_result(group, registry if options.registry else None, progress)
         else:
-            from deployer.images.builder import DockerBuilder
-
-            builder = DockerBuilder(console=console, credentials=credentials)
+            engine = _Engine(options, credentials, progress)
             try:
-                with builder.progress() as progress:
-                    work = _Worker(builder, registry, progress, request, git_tags, labels)
-                    _run_bounded(groups, work.run)
+                work = _Worker(
+                    engine, registry, progress, options, git_tags, oci_labels(git, plan.version), git
+                )
+                _run_bounded(groups, work.run, options.build_concurrency)
             finally:
-                builder.close()
+                engine.close()
     return tuple(
         group.result.model_copy(update={"env_name": env})
         for group in groups
@@ -98,34 +107,34 @@ def build_images(
     )
 
 
-def render_groups(plan: Plan, graph: EnvGraph, request: DeployRequest) -> list[_Group]:
+def render_groups(plan: Plan, graph: EnvGraph, options: ImageOptions) -> list[_Group]:
     """Render every image the plan needs and group environments by identity (no I/O but reading files)."""
-    mirrors = parse_mirrors(request.settings.base_image_mirrors)
     root_dir = Path(graph.root_dir)
+    policy = SourcePolicy(root_dir, options.allow_outside_sources, options.allow_outside_hint)
     groups: dict[str, _Group] = {}
     for planned in plan.environments:
         if not planned.image.needs_build:
             continue
-        node = graph.env(planned.name)
-        image = node.env.image
-        code = _code_files(plan, planned, graph)
+        image = _sdk_image(graph.env(planned.name).env.image)
         rendered = render_image(
             image,
-            base=_base_reference(planned, image, request),
+            base=_base_reference(planned, image, options),
             root_dir=root_dir,
-            mirrors=mirrors,
-            code=code,
-            copy_style=(plan.copy_style or request.settings.copy_style.resolved()).value,
+            mirrors=options.mirrors,
+            code=_code_files(plan, planned, graph),
+            copy_style=(plan.copy_style or options.copy_style.resolved()).value,
             select_code=_code_selector(graph, root_dir),
             name=planned.name,
+            buildkit=options.builder != "engine",
+            policy=policy,
         )
         existing = groups.get(rendered.identity)
         if existing is not None:
             existing.envs.append(planned.name)
             continue
-        repo = repository(request.settings.registry, _image_name(planned.name, image))
+        repo = repository(options.registry, _image_name(planned.name, image))
         groups[rendered.identity] = _Group(rendered=rendered, envs=[planned.name], repository=repo)
-    _check_repositories(list(groups.values()))
+    _share_repositories(list(groups.values()))
     for group in groups.values():
         group.label = ", ".join(group.envs)
     return list(groups.values())
@@ -146,28 +155,60 @@ def oci_labels(git: Any, version: str) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------- work
 
 
+class _Engine:
+    """The Docker engine, reached only when some image really needs building: a source-only change
+    of an image whose dependencies are in the registry deploys without one."""
+
+    def __init__(self, options: ImageOptions, credentials: Credentials, progress: Progress) -> None:
+        self._options = options
+        self._credentials = credentials
+        self._progress = progress
+        self._builder: DockerBuilder | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> DockerBuilder:
+        with self._lock:
+            if self._builder is None:
+                from deployer.images.builder import open_builder
+
+                self._builder = open_builder(
+                    self._options.builder,
+                    docker_cli=self._options.docker_cli,
+                    credentials=self._credentials,
+                    progress=self._progress,
+                )
+            return self._builder
+
+    def close(self) -> None:
+        if self._builder is not None:
+            self._builder.close()
+
+
 class _Worker:
     def __init__(
         self,
-        builder: DockerBuilder,
+        engine: _Engine,
         registry: RegistryClient,
         progress: Progress,
-        request: DeployRequest,
+        options: ImageOptions,
         git_tags: tuple[str, ...],
         labels: dict[str, str],
+        git: Any,
     ) -> None:
-        self.builder = builder
+        self.engine = engine
         self.registry = registry
         self.progress = progress
-        self.push = request.settings.push
-        self.has_registry = bool(request.settings.registry)
+        self.push = options.push
+        self.has_registry = bool(options.registry)
         self.git_tags = git_tags
         self.labels = labels
+        commit_time = getattr(git, "commit_time", None)
+        # UTC, second precision: the config (and so the digest) must not depend on the machine's zone.
+        self.created = commit_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if commit_time else EPOCH
 
     def run(self, group: _Group) -> None:
         # Two deploys of one commit on this machine build one image once: the second waits, then finds
-        # it in the registry. Built separately, the two pushes would give two digests (the engine
-        # stamps each build with its time) and the later deploy would find its version taken.
+        # it in the registry instead of building the same dependencies again.
         with _build_lock(group.reference):
             self._run(group)
 
@@ -177,41 +218,118 @@ class _Worker:
         if existing is not None:
             self._reuse(group, existing)
             return
-        built = self.builder.image_id(group.reference) is None
-        if built:
-            from deployer.images.builder import BuildJob
-
-            self.builder.build(
-                BuildJob(group.label, group.rendered, group.reference, self.labels), self.progress
-            )
-        for tag in self.git_tags:
-            self.builder.tag(group.reference, repo, tag)
         if not self.push:
-            group.result = self._result(group, None, (identity, *self.git_tags), built=built, pushed=False)
+            self._build_locally(group)
             return
-        # Another machine may have pushed the same build meanwhile: the first push wins.
-        existing = self.registry.manifest_digest(repo, identity)
-        if existing is not None:
-            self._reuse(group, existing)
-            return
-        self.builder.push(repo, identity, group.label, self.progress)
-        digest = self.registry.manifest_digest(repo, identity)
-        if digest is None:
-            raise BuildError(f"pushed {group.reference}, but the registry does not list it")
+        if group.rendered.code is None:
+            digest = self._dependency_image(group, group.rendered)
+        else:
+            digest = self._append_code(group)
         tags = (identity, *self._retag(group))
-        group.result = self._result(group, digest, tags, built=built, pushed=True)
+        group.result = self._result(group, digest, tags, built=True, pushed=True)
+
+    def _build_locally(self, group: _Group) -> None:
+        from deployer.images.builder import BuildJob
+
+        builder = self.engine.get()
+        built = builder.image_id(group.reference) is None
+        if built:
+            builder.build(BuildJob(group.label, group.rendered, group.reference, self.labels))
+        tags = tuple(group.tag(t) for t in self.git_tags)
+        for tag in tags:
+            builder.tag(group.reference, group.repository, tag)
+        group.result = self._result(group, None, (group.rendered.identity, *tags), built=built, pushed=False)
+
+    def _dependency_image(self, group: _Group, rendered: RenderedImage) -> str:
+        """`repo:<identity of rendered>` in the registry, built and pushed when missing; its digest."""
+        from deployer.images.builder import BuildJob
+
+        repo = group.repository
+        existing = self.registry.manifest_digest(repo, rendered.identity)
+        if existing is not None:
+            return existing
+        builder = self.engine.get()
+        reference = f"{repo}:{rendered.identity}"
+        cache_tag = group.tag(CACHE_TAG)
+        cache = (f"{repo}:{cache_tag}",) if self.registry.manifest_digest(repo, cache_tag) else ()
+        if builder.image_id(reference) is None:
+            builder.build(BuildJob(group.label, rendered, reference, self.labels, cache_from=cache))
+        # Another machine may have pushed the same build meanwhile: the first push wins.
+        existing = self.registry.manifest_digest(repo, rendered.identity)
+        if existing is not None:
+            return existing
+        builder.push(repo, rendered.identity, group.label)
+        digest = self.registry.manifest_digest(repo, rendered.identity)
+        if digest is None:
+            raise BuildError(f"pushed {reference}, but the registry does not list it")
+        self.registry.retag(repo, rendered.identity, cache_tag)
+        return digest
+
+    def _append_code(self, group: _Group) -> str:
+        from deployer.images.append import ConfigChange, append_layer
+        from deployer.images.codelayer import code_destination, write_code_layer
+
+        rendered = group.rendered
+        code = rendered.code
+        assert code is not None
+        deps = rendered.dependency_image
+        if deps.builds_nothing and deps.base:
+            base = deps.base
+        else:
+            base = f"{group.repository}@{self._dependency_image(group, deps)}"
+        with tempfile.TemporaryDirectory(prefix="flyte-deploy-layer-") as tmp:
+            layers: dict[str, Any] = {}
+
+            def layer_for(config: dict[str, Any]) -> Any:
+                workdir = str((config.get("config") or {}).get("WorkingDir") or "/")
+                destination = code_destination(workdir, code.dst)
+                if destination not in layers:
+                    layers[destination] = write_code_layer(code, destination, Path(tmp))
+                return layers[destination]
+
+            dst = code.dst.rstrip("/") + "/" if code.dst not in ("", ".") else "./"
+            change = ConfigChange(
+                created=self.created,
+                created_by=f"COPY code/ {dst} # flyte-deploy: the project's code",
+                labels=self.labels,
+                python_paths=tuple(f"{dst}{path}" for path in code.sys_paths),
+            )
+            with self.progress.bar(f"{group.label}: code layer → {group.repository}", 1) as advance:
+                try:
+                    digest = append_layer(
+                        self.registry,
+                        base=base,
+                        target_repo=group.repository,
+                        tag=rendered.identity,
+                        layer_for=layer_for,
+                        change=change,
+                    )
+                except RegistryHTTPError as exc:
+                    tried = f" (tried {exc.attempts} times)" if exc.attempts > 1 else ""
+                    raise BuildError(
+                        f"push of {group.reference} failed: {exc.status} {exc.reason}{tried}: {exc}"
+                    ) from exc
+                except RegistryRequestError as exc:
+                    tried = f" (tried {exc.attempts} times)" if exc.attempts > 1 else ""
+                    raise BuildError(f"push of {group.reference} failed: {exc}{tried}") from exc
+                advance(1)
+        sizes = ", ".join(f"{layer.size} bytes" for layer in layers.values())
+        self.progress.info(f"{group.label}: code layer ({len(code.files)} files, {sizes}) appended to {base}")
+        return digest
 
     def _reuse(self, group: _Group, digest: str) -> None:
         identity = group.rendered.identity
         tags = (identity, *self._retag(group)) if self.push else (identity,)
         group.result = self._result(group, digest, tags, built=False, pushed=self.push)
-        message = f"{group.label}: {group.repository}@{digest} already built; tagged {', '.join(tags)}"
-        self.progress.console.print(message, soft_wrap=True, markup=False, highlight=False)
+        self.progress.info(
+            f"{group.label}: {group.repository}@{digest} already built; tagged {', '.join(tags)}"
+        )
 
     def _retag(self, group: _Group) -> tuple[str, ...]:
-        for tag in self.git_tags:
+        tags = tuple(group.tag(t) for t in self.git_tags)
+        for tag in tags:
             self.registry.retag(group.repository, group.rendered.identity, tag)
-        return self.git_tags
+        return tags
 
     @staticmethod
     def _result(
@@ -228,13 +346,13 @@ class _Worker:
         )
 
 
-def _dry_run_result(group: _Group, registry: RegistryClient | None, console: Console | None) -> BuiltImage:
+def _dry_run_result(group: _Group, registry: RegistryClient | None, progress: Progress) -> BuiltImage:
     digest = None
     if registry is not None:
         try:
             digest = registry.manifest_digest(group.repository, group.rendered.identity)
         except RegistryError as exc:
-            (console or Console(stderr=True)).print(f"warning: {exc}", markup=False)
+            progress.warning(str(exc))
     tags = (group.rendered.identity,) if digest else ()
     return _Worker._result(group, digest, tags, built=False, pushed=False)
 
@@ -261,8 +379,7 @@ def _build_lock(reference: str) -> Iterator[None]:
         os.close(fd)
 
 
-def _run_bounded(groups: list[_Group], fn: Callable[[_Group], None]) -> None:
-    limit = _concurrency()
+def _run_bounded(groups: list[_Group], fn: Callable[[_Group], None], limit: int) -> None:
     if limit == 1 or len(groups) == 1:
         for group in groups:
             fn(group)
@@ -275,34 +392,29 @@ def _run_bounded(groups: list[_Group], fn: Callable[[_Group], None]) -> None:
             raise error
 
 
-def _concurrency() -> int:
-    raw = os.environ.get(CONCURRENCY_ENV, "2")
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise UsageError(f"{CONCURRENCY_ENV}={raw!r}: expected a positive integer")
-    return value
-
-
 # ---------------------------------------------------------------------------------------------- specs
 
 
-def _base_reference(planned: PlannedEnv, image: Any, request: DeployRequest) -> str | None:
-    """The FROM reference before mirrors: the plan's, else the mapped URI of a ref image, else the
-    image's own base (or the as-is URI of a string / `auto` image)."""
+def _sdk_image(image: Any) -> Any:
+    """The environment's `flyte.Image`, or None for a string image or `"auto"`: those are only a
+    base reference (the plan's), which a container-mode build puts the code on."""
     import flyte
 
-    from deployer.images.spec import mapped_uri, parse_image_map
+    return image if isinstance(image, flyte.Image) else None
+
+
+def _base_reference(planned: PlannedEnv, image: Any, options: ImageOptions) -> str | None:
+    """The FROM reference before mirrors: the plan's, else the mapped URI of a ref image, else the
+    image's own base (or the as-is URI of a string / `auto` image)."""
+    from deployer.images.spec import mapped_uri
 
     if planned.image.base:
         return planned.image.base
-    if not isinstance(image, flyte.Image):
+    if image is None:
         return planned.image.uri
     if image._ref_name is None:
-        return image.base_image
-    return mapped_uri(planned.name, image._ref_name, parse_image_map(request.settings.images))
+        return str(image.base_image) if image.base_image else None
+    return mapped_uri(planned.name, image._ref_name, options.image_map)
 
 
 def _image_name(env_name: str, image: Any) -> str:
@@ -334,12 +446,14 @@ def _code_selector(graph: EnvGraph, root_dir: Path) -> Callable[[str], tuple[str
     return select
 
 
-def _check_repositories(groups: list[_Group]) -> None:
-    seen: dict[str, _Group] = {}
+def _share_repositories(groups: list[_Group]) -> None:
+    """Different images with one name (one `flyte.Image` derived twice, as in Flyte's multi-image
+    pattern) share the repository, as with `flyte deploy`: their identity tags differ, and each one's
+    git tags get its first environment's name, so none overwrites another's."""
+    by_repository: dict[str, list[_Group]] = {}
     for group in groups:
-        other = seen.setdefault(group.repository, group)
-        if other is not group:
-            raise BuildError(
-                f"environments {other.envs[0]!r} and {group.envs[0]!r} have different images named "
-                f"{group.repository!r}: their git tags would overwrite each other; rename one (name=)"
-            )
+        by_repository.setdefault(group.repository, []).append(group)
+    for shared in by_repository.values():
+        if len(shared) > 1:
+            for group in shared:
+                group.tag_suffix = f"-{group.envs[0]}"

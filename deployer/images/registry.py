@@ -7,8 +7,12 @@ how a release promotes images already built for its commit.
 
 Auth follows the registry's `WWW-Authenticate` challenge: `Bearer` (token endpoint, with the
 challenge's own scope; credentials as basic auth, or an OAuth2 refresh token) or `Basic`.
-Plain HTTP is used for loopback hosts (as the Docker engine does) and for hosts listed in
-`FLYTE_DEPLOY_INSECURE_REGISTRIES`; HTTPS otherwise.
+Plain HTTP is used for loopback hosts (as the Docker engine does) and for the hosts of the
+`insecure_registries` setting; HTTPS otherwise.
+
+Blobs: existence checks, small reads (image configs), streamed reads, uploads streamed from a file
+(`POST` + `PUT ?digest=`, the monolithic upload every registry implements) and cross-repository
+mounts, which is all appending a layer in the registry needs.
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ import base64
 import enum
 import hashlib
 import json
-import os
 import re
 import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 
@@ -34,9 +41,28 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MANIFEST_ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
-INSECURE_ENV = "FLYTE_DEPLOY_INSECURE_REGISTRIES"
+UPLOAD_CHUNK = 1 << 20
+MAX_SMALL_BLOB = 16 << 20
+"""Largest blob read into memory (image configs are a few KB)."""
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+class RegistryRequestError(RegistryError):
+    """A request failed after `attempts` tries (the registry unreachable, or an error status)."""
+
+    def __init__(self, message: str, *, attempts: int) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class RegistryHTTPError(RegistryRequestError):
+    """The registry answered with an error status (after the retries a retryable status gets)."""
+
+    def __init__(self, message: str, *, status: int, reason: str, attempts: int) -> None:
+        super().__init__(message, attempts=attempts)
+        self.status = status
+        self.reason = reason
 
 
 class DeleteResult(enum.StrEnum):
@@ -59,7 +85,8 @@ class Manifest:
     body: bytes
 
     def json(self) -> dict[str, Any]:
-        return json.loads(self.body)
+        body: dict[str, Any] = json.loads(self.body)
+        return body
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -81,8 +108,7 @@ class RegistryClient:
         self._credentials = credentials or Credentials()
         self._http = httpx.Client(timeout=timeout, follow_redirects=True)
         self._attempts = attempts
-        env_hosts = tuple(h.strip() for h in os.environ.get(INSECURE_ENV, "").split(",") if h.strip())
-        self._insecure = insecure_hosts if insecure_hosts is not None else env_hosts
+        self._insecure = insecure_hosts if insecure_hosts is not None else _insecure_from_settings()
         self._auth: dict[tuple[str, str], str] = {}
 
     def close(self) -> None:
@@ -104,7 +130,7 @@ class RegistryClient:
         self._check(response, f"HEAD {repo}:{ref}")
         digest = response.headers.get("Docker-Content-Digest")
         if digest:
-            return digest
+            return str(digest)
         manifest = self.get_manifest(repo, ref)
         return manifest.digest if manifest else None
 
@@ -136,6 +162,81 @@ class RegistryClient:
         if manifest is None:
             raise RegistryError(f"cannot tag {repo}:{new_tag}: {repo}:{src_ref} does not exist")
         return self.put_manifest(repo, new_tag, manifest)
+
+    # ------------------------------------------------------------------------------------------ blobs
+
+    def blob_exists(self, repo: str, digest: str) -> bool:
+        response = self._call("HEAD", repo, f"blobs/{digest}")
+        if response.status_code == 404:
+            return False
+        self._check(response, f"HEAD {repo}@{digest}")
+        return True
+
+    def get_blob(self, repo: str, digest: str) -> bytes:
+        """A small blob (an image config), checked against its digest."""
+        response = self._call("GET", repo, f"blobs/{digest}")
+        self._check(response, f"GET blob {repo}@{digest}")
+        body = response.content
+        if len(body) > MAX_SMALL_BLOB:
+            raise RegistryError(f"blob {repo}@{digest} is {len(body)} bytes: not an image config")
+        if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
+            raise RegistryError(f"blob {repo}@{digest}: the registry sent bytes with another digest")
+        return body
+
+    @contextmanager
+    def stream_blob(self, repo: str, digest: str) -> Iterator[Iterator[bytes]]:
+        """The blob's bytes in chunks, never all in memory (copying layers between registries)."""
+        host, name = split_repository(repo)
+        url = self._url(host, name, f"blobs/{digest}")
+        self._call("HEAD", repo, f"blobs/{digest}")  # authorizes (and fails clearly) before streaming
+        headers = {"Authorization": self._auth[(host, name)]} if (host, name) in self._auth else {}
+        with self._http.stream("GET", url, headers=headers) as response:
+            self._check(response, f"GET blob {repo}@{digest}")
+            yield response.iter_bytes(UPLOAD_CHUNK)
+
+    def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
+        """Make `from_repo`'s blob part of `repo` without moving bytes (same registry host only).
+        False when the registry would not mount it (then copy it)."""
+        if split_repository(repo)[0] != split_repository(from_repo)[0]:
+            return False
+        source = split_repository(from_repo)[1]
+        response = self._call("POST", repo, f"blobs/uploads/?mount={digest}&from={source}")
+        if response.status_code == 201:
+            return True
+        if response.status_code == 202:  # an upload session was opened instead: close it
+            location = response.headers.get("Location")
+            if location:
+                self._call_url("DELETE", repo, self._absolute(repo, location))
+        return False
+
+    def upload_blob(
+        self, repo: str, digest: str, source: bytes | Path | Callable[[], Iterable[bytes]]
+    ) -> None:
+        """Upload a blob unless the repository has it: `source` is the bytes, a file (streamed) or a
+        function giving the chunks anew for each attempt."""
+        if self.blob_exists(repo, digest):
+            return
+        response = self._call("POST", repo, "blobs/uploads/")
+        self._check(response, f"start blob upload to {repo}")
+        location = response.headers.get("Location")
+        if not location:
+            raise RegistryError(f"{repo}: the registry opened a blob upload without a Location")
+        target = self._absolute(repo, location)
+        target += ("&" if "?" in target else "?") + f"digest={digest}"
+        if isinstance(source, bytes):
+            body: Callable[[], Iterable[bytes] | bytes] = lambda: source  # noqa: E731
+            size = len(source)
+        elif isinstance(source, Path):
+            path = source
+            body = lambda: _file_chunks(path)  # noqa: E731
+            size = path.stat().st_size
+        else:
+            body, size = source, None
+        headers = {"Content-Type": "application/octet-stream"}
+        if size is not None:
+            headers["Content-Length"] = str(size)
+        response = self._call_url("PUT", repo, target, headers=headers, content=body)
+        self._check(response, f"upload blob {digest} to {repo}")
 
     # ------------------------------------------------------------------------------------------ tags
 
@@ -177,6 +278,14 @@ class RegistryClient:
 
     # ------------------------------------------------------------------------------------------ HTTP
 
+    def _url(self, host: str, name: str, path: str) -> str:
+        return f"{self._scheme(host)}://{host}/v2/{name}/{path}"
+
+    def _absolute(self, repo: str, location: str) -> str:
+        host, name = split_repository(repo)
+        host = "registry-1.docker.io" if host == "docker.io" else host
+        return urljoin(self._url(host, name, ""), location)
+
     def _call(
         self,
         method: str,
@@ -188,7 +297,20 @@ class RegistryClient:
     ) -> httpx.Response:
         host, name = split_repository(repo)
         host = "registry-1.docker.io" if host == "docker.io" else host
-        url = f"{self._scheme(host)}://{host}/v2/{name}/{path}"
+        return self._call_url(method, repo, self._url(host, name, path), headers=headers, content=content)
+
+    def _call_url(
+        self,
+        method: str,
+        repo: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        content: bytes | Callable[[], Iterable[bytes] | bytes] | None = None,
+    ) -> httpx.Response:
+        host, name = split_repository(repo)
+        host = "registry-1.docker.io" if host == "docker.io" else host
+        path = url.split(f"/v2/{name}/", 1)[-1]
         scope_key = (host, name)
         response = self._send(method, url, headers, content, self._auth.get(scope_key))
         if response.status_code == 401:
@@ -206,18 +328,20 @@ class RegistryClient:
         method: str,
         url: str,
         headers: dict[str, str] | None,
-        content: bytes | None,
+        content: bytes | Callable[[], Iterable[bytes] | bytes] | None,
         authorization: str | None,
     ) -> httpx.Response:
         all_headers = dict(headers or {})
         if authorization:
             all_headers["Authorization"] = authorization
         for attempt in range(1, self._attempts + 1):
+            body = content() if callable(content) else content
             try:
-                response = self._http.request(method, url, headers=all_headers, content=content)
+                response = self._http.request(method, url, headers=all_headers, content=body)
             except httpx.TransportError as exc:
                 if attempt == self._attempts:
-                    raise RegistryError(f"{method} {_redact(url)}: {type(exc).__name__}: {exc}") from exc
+                    message = f"{method} {_redact(url)}: {type(exc).__name__}: {exc}"
+                    raise RegistryRequestError(message, attempts=attempt) from exc
             else:
                 if response.status_code not in _RETRY_STATUS or attempt == self._attempts:
                     return response
@@ -274,8 +398,7 @@ class RegistryClient:
         loopback = hostname in ("localhost", "::1") or hostname.startswith("127.")
         return "http" if loopback or host in self._insecure else "https"
 
-    @staticmethod
-    def _check(response: httpx.Response, what: str) -> None:
+    def _check(self, response: httpx.Response, what: str) -> None:
         if response.is_success:
             return
         detail = ""
@@ -284,7 +407,13 @@ class RegistryClient:
             detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
         except (ValueError, AttributeError):
             detail = response.text[:200]
-        raise RegistryError(f"{what}: HTTP {response.status_code}{' ' + detail if detail else ''}")
+        attempts = self._attempts if response.status_code in _RETRY_STATUS else 1
+        raise RegistryHTTPError(
+            f"{what}: HTTP {response.status_code}{' ' + detail if detail else ''}",
+            status=response.status_code,
+            reason=response.reason_phrase,
+            attempts=attempts,
+        )
 
 
 def _next_page(response: httpx.Response) -> str | None:
@@ -300,7 +429,22 @@ def _next_page(response: httpx.Response) -> str | None:
 
 
 def _credential_hint() -> str:
-    return "set FLYTE_DEPLOY_REGISTRY_USERNAME/FLYTE_DEPLOY_REGISTRY_PASSWORD or log in (DOCKER_CONFIG)"
+    from deployer.settings import option_info
+
+    username, password = option_info("registry_username").env[0], option_info("registry_password").env[0]
+    return f"set {username}/{password} or log in (DOCKER_CONFIG)"
+
+
+def _insecure_from_settings() -> tuple[str, ...]:
+    from deployer.settings import load_settings
+
+    return load_settings().insecure_registries
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as file:
+        while chunk := file.read(UPLOAD_CHUNK):
+            yield chunk
 
 
 def _redact(url: str) -> str:

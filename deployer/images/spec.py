@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import flyte
-from flyte._image import _DEFAULT_IMAGE_REF_NAME
 
 from deployer.bundle.ignore import IgnoreRules
 from deployer.errors import PlanError, UsageError
 from deployer.models import ImageSpec, Model
+from deployer.sdk import DEFAULT_IMAGE_REF_NAME
 
 # distribution/reference grammar (the rules `docker pull` applies).
 _ALNUM = r"[a-z0-9]+"
@@ -36,8 +36,9 @@ _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}
 _REFERENCE = re.compile(rf"(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?", re.ASCII)
 _REF_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _MAX_NAME = 255
+_UNREADABLE = (Path("/proc"), Path("/sys"), Path("/dev"))
 # What `Image.from_ref_name()` without a name refers to: the bare `--image URI`.
-DEFAULT_REF = _DEFAULT_IMAGE_REF_NAME
+DEFAULT_REF = DEFAULT_IMAGE_REF_NAME
 
 
 class ImageMap(Model):
@@ -94,7 +95,7 @@ def parse_image_map(values: Sequence[str]) -> ImageMap:
     return ImageMap(named=dict(sorted(named.items())), default=default)
 
 
-def image_spec(env: Any, image_map: ImageMap) -> ImageSpec:
+def image_spec(env: Any, image_map: ImageMap, *, copy_style: str | None = None) -> ImageSpec:
     """Plan `env.image` as its spec says, before any code is added.
 
     - external (string image, mapped `from_ref_name` without layers, `"auto"` with a bare `--image`):
@@ -103,6 +104,9 @@ def image_spec(env: Any, image_map: ImageMap) -> ImageSpec:
       Flyte's `from_debian_base()`): `uri` = that image, nothing to build for its spec; container
       mode still builds the code on top of it;
     - anything with layers or a Dockerfile: `needs_build`, `uri` unknown until built.
+
+    `with_code_bundle()` layers count only when the deploy ships no bundle (`copy_style` none), as
+    in Flyte: otherwise an image with no other layer is its base, and nothing is built for it.
     """
     image = env.image
     if image is None or image == "auto":
@@ -125,11 +129,18 @@ def image_spec(env: Any, image_map: ImageMap) -> ImageSpec:
         base = mapped_uri(env.name, ref_name, image_map)
         if not image._layers:
             return _as_is(base, ref_name=ref_name, external=True)
-    elif not image._is_cloned and base and not image.dockerfile:
+    elif base and not image.dockerfile and (not image._is_cloned or _only_code_bundles(image, copy_style)):
         # An unmodified `from_base`/`from_debian_base` image already exists: Flyte never builds it.
         return _as_is(base, external=False)
     description = _describe(image, base)
     return ImageSpec(ref_name=ref_name, spec_id=_digest(description), needs_build=True, base=base)
+
+
+def _only_code_bundles(image: flyte.Image, copy_style: str | None) -> bool:
+    from deployer.sdk import CodeBundleLayer
+
+    ships_bundle = copy_style is not None and copy_style != "none"
+    return ships_bundle and all(isinstance(layer, CodeBundleLayer) for layer in image._layers)
 
 
 def mapped_uri(env_name: str, ref_name: str, image_map: ImageMap) -> str:
@@ -187,8 +198,13 @@ def _describe_path(path: Path) -> dict[str, Any]:
     """Content, not location: the same files at another absolute path describe the same image. A
     directory's own name is left out (a checkout's folder name differs between clones; where it lands
     in the image is the layer's `dst`)."""
+    resolved = path.resolve()
+    if resolved == Path(resolved.anchor) or any(resolved.is_relative_to(v) for v in _UNREADABLE):
+        # Walking these never ends (/proc/kmsg blocks a reader forever): refuse before reading.
+        what = "the filesystem root" if resolved == Path(resolved.anchor) else "a virtual filesystem"
+        raise PlanError(f"image layer source {path} is {what}: it cannot go into an image")
     if path.is_file():
-        return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        return {"file": path.name, "sha256": _file_sha256(path).hexdigest()}
     if path.is_dir():
         return {"dir_sha256": _tree_digest(path)}
     return {"missing": path.name}
@@ -207,8 +223,17 @@ def _tree_digest(root: Path) -> str:
             path = Path(dirpath) / name
             if rules.ignored(rel, is_dir=False) or not path.is_file():
                 continue
-            digest.update(rel.encode("utf-8") + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+            digest.update(rel.encode("utf-8") + b"\0" + _file_sha256(path).digest())
     return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> Any:
+    """In chunks: a layer may copy a file of any size."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest
 
 
 def _digest(description: Mapping[str, Any]) -> str:
