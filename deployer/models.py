@@ -200,6 +200,8 @@ class BuiltImage(Model):
     built: bool
     """False when the identity already existed and only tags were added."""
     pushed: bool
+    tag_suffix: str = ""
+    """Appended to its git tags when other images share the repository (`sha-abc1234-cpu`)."""
 
     @property
     def uri(self) -> str:

@@ -138,13 +138,18 @@ def _run(
         images: tuple[BuiltImage, ...] = ()
         if any(env.image.needs_build for env in plan.environments):
             with clock("images"):
-                images = _build_images(planned, request, progress)
+                # Tags a release or branch reads move only once the control plane took the deploy.
+                images = _build_images(planned, request, progress, publish=False)
         uris = _pin_as_is_images(plan, _image_uris(plan, images, pending_ok=False), progress)
         with clock("serialize"):
             specs = _serialize_all(planned, uris, bundle.uri if bundle else None, org=settings.org)
         with clock("register"):
             statuses = _register(plan, settings.org, specs, plane, uris, bundle, progress, on_registered)
         deployment = _deployment(plan, plane.label, statuses, dry_run=False)
+        if images and deployment.ok:
+            from deployer.images.pipeline import publish_tags
+
+            images = publish_tags(plan, images, image_options(request), progress)
     report = _report(plan, Artifacts(bundle=bundle, images=images), deployment, clock, started_at)
     return Outcome(report=report, specs=specs)
 
@@ -262,11 +267,13 @@ def _upload_bundle(
     return uploaded
 
 
-def _build_images(planned: PlanResult, request: DeployRequest, progress: Progress) -> tuple[BuiltImage, ...]:
+def _build_images(
+    planned: PlanResult, request: DeployRequest, progress: Progress, *, publish: bool = True
+) -> tuple[BuiltImage, ...]:
     from deployer.images import build_images
 
     options = image_options(request)
-    return tuple(build_images(planned.plan, planned.graph, planned.git, options, progress))
+    return tuple(build_images(planned.plan, planned.graph, planned.git, options, progress, publish=publish))
 
 
 def image_options(request: DeployRequest) -> ImageOptions:

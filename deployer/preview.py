@@ -1,9 +1,10 @@
 """Removing a closed pull request's preview: its `pr-N` registry tags and its control-plane versions.
 
-- registry: the `pr-N` tag of every image the preview pushed. Registries that cannot delete a tag
-  alone (distribution 2.x deletes whole manifests) lose the manifest only when every other tag on it
-  belongs to the preview too (its identity and commit tags): an image a branch or a release also
-  uses is never deleted;
+- registry: the `pr-N` tag of every image the preview pushed (on any registry: one that deletes only
+  whole manifests gets the tag moved onto a tombstone first), and the images of the PR's superseded
+  pushes that no tag but the preview's own names. The last push's image stays: a release of the merged
+  code promotes it rather than building it again, and an image a branch or a release uses is never
+  deleted;
 - control plane: every task version carrying the preview's version prefix, where the plane can delete
   (the embedded one; Flyte's TaskService has no delete, so a remote plane keeps them).
 
@@ -24,7 +25,7 @@ from deployer.report.models import CleanupResult
 from deployer.request import DeployRequest
 
 if TYPE_CHECKING:
-    from deployer.images.registry import DeleteResult, RegistryClient
+    from deployer.images.registry import RegistryClient
 
 DEFAULT_VERSION_PREFIX = "pr-{pr}-"
 _SHA = re.compile(r"[0-9a-f]{40}")
@@ -53,6 +54,7 @@ def clean_up(
     pr: int,
     *,
     prefix: str,
+    head: str | None = None,
     shas: Iterable[str] = (),
     repositories: Iterable[str] = (),
     progress: Progress = QUIET,
@@ -62,7 +64,14 @@ def clean_up(
 
     with open_control_plane(request.settings) as plane:
         return cleanup_preview(
-            request, plane, pr, prefix=prefix, shas=shas, repositories=repositories, progress=progress
+            request,
+            plane,
+            pr,
+            prefix=prefix,
+            head=head,
+            shas=shas,
+            repositories=repositories,
+            progress=progress,
         )
 
 
@@ -72,6 +81,7 @@ def cleanup_preview(
     pr: int,
     *,
     prefix: str,
+    head: str | None = None,
     shas: Iterable[str] = (),
     repositories: Iterable[str] = (),
     progress: Progress = QUIET,
@@ -79,8 +89,10 @@ def cleanup_preview(
     """Remove what the preview of `pr` left in the registry and the control plane.
 
     `request` names the preview's target (project, domain, registry) and, with a selection, the project
-    whose images were pushed. `shas`/`repositories`: commits and image repositories known to belong to
-    the preview from elsewhere (GitHub deployment payloads)."""
+    whose images were pushed. `head`: the PR's last commit, whose images stay (a release of the merged
+    code promotes them); without it no image is deleted, only the `pr-N` tags. `shas`/`repositories`:
+    commits and image repositories known to belong to the preview from elsewhere (GitHub deployment
+    payloads)."""
     settings = request.settings
     warnings: list[str] = []
     preview_shas = set(shas)
@@ -96,13 +108,15 @@ def cleanup_preview(
         registry_prefix = settings.registry.rstrip("/").lower() + "/"
         repos |= {_repository(image) for image in deleted.images if image.lower().startswith(registry_prefix)}
 
-    removed, missing = _drop_tags(sorted(repos), preview_tag(pr), preview_shas, request, warnings, progress)
+    superseded = preview_shas - {head} if head else set()
+    removed, missing, images = _drop_tags(sorted(repos), pr, head, superseded, request, warnings, progress)
     return CleanupResult(
         pr=pr,
         project=settings.project,
         domain=settings.domain,
         removed_tags=tuple(removed),
         missing_tags=tuple(missing),
+        removed_images=tuple(images),
         removed_versions=deleted.versions,
         removed_tasks=deleted.tasks,
         control_plane="embedded" if settings.endpoint is None else plane.label,
@@ -146,61 +160,82 @@ def _drop_versions(
 
 def _drop_tags(
     repos: list[str],
-    tag: str,
-    shas: set[str],
+    pr: int,
+    head: str | None,
+    superseded: set[str],
     request: DeployRequest,
     warnings: list[str],
     progress: Progress,
-) -> tuple[list[str], list[str]]:
+) -> tuple[list[str], list[str], list[str]]:
+    """Untag `pr-N` everywhere, and delete the images of superseded pushes that nothing else uses.
+
+    The last push's image stays, with its `sha-`/`build-` tags: a release of the merged code promotes
+    it instead of building again. (tags removed, tags already gone, superseded images removed)"""
     if not repos:
-        return [], []
+        return [], [], []
     from deployer.images.options import ImageOptions
     from deployer.images.registry import DeleteResult, RegistryClient
 
     removed: list[str] = []
     missing: list[str] = []
-    own_tags = {f"sha-{sha[:7]}" for sha in shas}
+    images: list[str] = []
+    tag = preview_tag(pr)
     options = ImageOptions.from_settings(request.settings)
     with RegistryClient(options.credentials(), insecure_hosts=options.insecure_registries) as registry:
         for repo in repos:
-            reference = f"{repo}:{tag}"
             try:
-                result = registry.delete_tag(repo, tag)
-                if result is DeleteResult.shared:
-                    result = _drop_shared(registry, repo, tag, own_tags, warnings)
+                result = registry.untag(repo, tag)
             except RegistryError as exc:
-                warnings.append(f"could not delete {reference}: {exc}")
+                warnings.append(f"could not delete {repo}:{tag}: {exc}")
                 continue
             if result is DeleteResult.missing:
-                missing.append(reference)
-            elif result is not DeleteResult.shared:
-                removed.append(reference)
-                progress.info(f"deleted {reference}")
-    return removed, missing
+                missing.append(f"{repo}:{tag}")
+            else:
+                removed.append(f"{repo}:{tag}")
+                progress.info(f"deleted {repo}:{tag}")
+            if superseded:
+                images += _drop_superseded(registry, repo, head, superseded, warnings, progress)
+    return removed, missing, images
 
 
-def _drop_shared(
-    registry: RegistryClient, repo: str, tag: str, own_tags: set[str], warnings: list[str]
-) -> DeleteResult:
-    from deployer.images.registry import DeleteResult
-
-    digest = registry.manifest_digest(repo, tag)
-    if digest is None:
-        return DeleteResult.missing
-    others = [t for t in registry.list_tags(repo) if t != tag and registry.manifest_digest(repo, t) == digest]
-    foreign = [t for t in others if not (t.startswith(IDENTITY_PREFIX) or _is_own(t, own_tags))]
-    if foreign:
-        warnings.append(
-            f"kept {repo}:{tag}: the registry can only delete the whole image, which is also tagged "
-            + ", ".join(sorted(foreign))
-        )
-        return DeleteResult.shared
-    return registry.delete_tag(repo, tag, delete_shared_manifest=True)
+def _drop_superseded(
+    registry: RegistryClient,
+    repo: str,
+    head: str | None,
+    superseded: set[str],
+    warnings: list[str],
+    progress: Progress,
+) -> list[str]:
+    """Delete the images of the PR's earlier pushes when only the preview's own tags name them."""
+    try:
+        by_tag = {t: registry.manifest_digest(repo, t) for t in registry.list_tags(repo)}
+    except RegistryError as exc:
+        warnings.append(f"could not list the tags of {repo}: {exc}")
+        return []
+    own = {f"sha-{sha[:7]}" for sha in superseded}
+    keep = {d for t, d in by_tag.items() if head and _is_own(t, {f"sha-{head[:7]}"})}
+    deleted: list[str] = []
+    for digest in sorted({d for t, d in by_tag.items() if d and _is_own(t, own)} - keep):
+        tags = sorted(t for t, d in by_tag.items() if d == digest)
+        foreign = [t for t in tags if not (t.startswith(IDENTITY_PREFIX) or _is_own(t, own))]
+        if foreign:
+            warnings.append(
+                f"kept {repo}@{digest} of an earlier push: it is also tagged {', '.join(foreign)}"
+            )
+            continue
+        try:
+            registry.delete_tag(repo, tags[0], delete_shared_manifest=True)
+        except RegistryError as exc:
+            warnings.append(f"could not delete {repo}@{digest}: {exc}")
+            continue
+        deleted.append(f"{repo}@{digest}")
+        progress.info(f"deleted {repo}@{digest} (an earlier push of the preview: {', '.join(tags)})")
+    return deleted
 
 
 def _is_own(tag: str, own_tags: set[str]) -> bool:
-    # A dirty preview build is tagged `sha-<7>-dirty-<hash>`.
-    return any(tag == own or tag.startswith(own + "-dirty-") for own in own_tags)
+    # A dirty preview build is tagged `sha-<7>-dirty-<hash>`; a derived image `sha-<7>-<env>`.
+    return any(tag == own or tag.startswith(own + "-") for own in own_tags)
 
 
 def _repository(reference: str) -> str:

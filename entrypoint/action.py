@@ -205,6 +205,7 @@ class ActionRun:
                 request,
                 decision.pr,
                 prefix=preview_prefix(inputs, decision.pr),
+                head=decision.sha,
                 shas=(*recorded.shas, *([decision.sha] if decision.sha else [])),
                 progress=self.progress,
             )

@@ -402,29 +402,35 @@ def test_a_bad_input_stops_before_anything_is_built(runner: Runner, registry_url
         tags_of(registry_url, runner.registry.split("/", 1)[1] + "/prep")
 
 
-def test_cleanup_never_deletes_an_image_a_branch_or_release_also_uses(
-    docker_client: Any, python_base_image: str, registry_url: str, unique_repo: str, tmp_path: Path
+def test_cleanup_keeps_the_last_push_and_what_others_use_and_deletes_the_rest(
+    docker_client: Any,
+    python_base_image: str,
+    flyte_base_image: str,
+    registry_url: str,
+    unique_repo: str,
+    tmp_path: Path,
 ) -> None:
-    """Distribution 2.x can only delete whole manifests: the preview's manifest goes only when every
-    tag on it is the preview's own (its identity and its commits' `sha-` tags)."""
+    """Distribution 2.x deletes only whole manifests: `pr-N` goes alone (through a tombstone), the last
+    push's image stays for the release of the merged code, an earlier push's image goes unless a branch
+    or a release also uses it."""
     from deployer.controlplane.embedded import EmbeddedControlPlane
     from deployer.preview import cleanup_preview
     from deployer.request import DeployRequest
 
-    pr_sha, main_sha = "1234567" + "0" * 33, "7654321" + "0" * 33
-    preview_only, shared = (
-        f"{registry_url}/{unique_repo}/preview-only",
-        f"{registry_url}/{unique_repo}/shared",
-    )
-    image = docker_client.images.get(python_base_image)
-    for repository, tags in (
-        (preview_only, ("pr-9", "build-" + "a" * 32, f"sha-{pr_sha[:7]}")),
-        (shared, ("pr-9", "build-" + "b" * 32, f"sha-{pr_sha[:7]}", f"sha-{main_sha[:7]}")),
+    old, head, main_sha = "1234567" + "0" * 33, "89abcde" + "0" * 33, "7654321" + "0" * 33
+    preview, shared = f"{registry_url}/{unique_repo}/preview", f"{registry_url}/{unique_repo}/shared"
+    earlier, last = docker_client.images.get(flyte_base_image), docker_client.images.get(python_base_image)
+    for repository, image, tags in (
+        (preview, earlier, ("build-" + "a" * 32, f"sha-{old[:7]}")),
+        (preview, last, ("pr-9", "build-" + "b" * 32, f"sha-{head[:7]}")),
+        (shared, earlier, ("build-" + "c" * 32, f"sha-{old[:7]}", f"sha-{main_sha[:7]}")),
+        (shared, last, ("pr-9", f"sha-{head[:7]}")),
     ):
         for tag in tags:
             image.tag(repository, tag)
             docker_client.images.push(repository, tag)
             docker_client.images.remove(f"{repository}:{tag}")
+    last_digest = registry_manifest_digest(registry_url, f"{unique_repo}/preview", f"sha-{head[:7]}")
 
     request = DeployRequest.of(root_dir=tmp_path, registry=f"{registry_url}/{unique_repo}")
     result = cleanup_preview(
@@ -432,18 +438,21 @@ def test_cleanup_never_deletes_an_image_a_branch_or_release_also_uses(
         EmbeddedControlPlane(tmp_path / ".flyte-deploy"),
         9,
         prefix="pr-9-",
-        shas=[pr_sha],
-        repositories=[preview_only, shared],
+        head=head,
+        shas=[old, head],
+        repositories=[preview, shared],
     )
-    assert result.removed_tags == (f"{preview_only}:pr-9",)
-    assert tags_of(registry_url, f"{unique_repo}/preview-only") == set()
+    assert result.removed_tags == (f"{preview}:pr-9", f"{shared}:pr-9")
+    assert tags_of(registry_url, f"{unique_repo}/preview") == {"build-" + "b" * 32, f"sha-{head[:7]}"}
+    assert registry_manifest_digest(registry_url, f"{unique_repo}/preview", f"sha-{head[:7]}") == last_digest
+    assert [image.split("@")[0] for image in result.removed_images] == [preview]
     assert tags_of(registry_url, f"{unique_repo}/shared") == {
-        "pr-9",
-        "build-" + "b" * 32,
-        f"sha-{pr_sha[:7]}",
+        "build-" + "c" * 32,
+        f"sha-{old[:7]}",
         f"sha-{main_sha[:7]}",
+        f"sha-{head[:7]}",
     }
-    assert result.warnings == (
-        f"kept {shared}:pr-9: the registry can only delete the whole image, which is also tagged "
-        f"sha-{main_sha[:7]}",
+    [warning] = result.warnings
+    assert warning.startswith(f"kept {shared}@sha256:") and warning.endswith(
+        f"also tagged sha-{main_sha[:7]}"
     )

@@ -22,6 +22,12 @@ def cleanup(
         "--version-prefix",
         help="Prefix of the preview's versions ({pr} is replaced), as the deploy used it.",
     ),
+    head_sha: str | None = typer.Option(
+        None,
+        "--head-sha",
+        help="The PR's last commit: its images stay for a release; earlier pushes' images are deleted "
+        "when nothing else uses them. Without it only the pr-N tags go.",
+    ),
     repository: list[str] | None = typer.Option(
         None,
         "--repository",
@@ -52,7 +58,8 @@ def cleanup(
         request,
         pr,
         prefix=prefix,
-        shas=recorded_preview(reporter, pr).shas,
+        head=head_sha,
+        shas=(*recorded_preview(reporter, pr).shas, *([head_sha] if head_sha else [])),
         repositories=repository or (),
         progress=progress,
     )

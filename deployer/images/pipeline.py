@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -32,9 +33,10 @@ from deployer.errors import BuildError, RegistryError, UsageError
 from deployer.images.registry import RegistryClient, RegistryHTTPError, RegistryRequestError
 from deployer.images.render import CodeFiles, RenderedImage, render_image
 from deployer.images.sources import SourcePolicy
-from deployer.images.tags import repository, sanitize_tag
+from deployer.images.tags import IDENTITY_PREFIX, repository, sanitize_tag
 from deployer.models import BuiltImage, CopyStyle, EnvGraph, Plan, PlannedEnv
 from deployer.progress import QUIET, Progress
+from deployer.versioning import parse_release
 
 if TYPE_CHECKING:
     from deployer.gitctx import GitContext
@@ -75,8 +77,14 @@ def build_images(
     git: GitContext,
     options: ImageOptions,
     progress: Progress = QUIET,
+    *,
+    publish: bool = True,
 ) -> tuple[BuiltImage, ...]:
-    """Build, push and tag the images the plan needs; one `BuiltImage` per environment built for."""
+    """Build, push and tag the images the plan needs; one `BuiltImage` per environment built for.
+
+    `publish=False` pushes only the tags that name this build (identity, `sha-`): the tags a release
+    or a branch reads (`X.Y.Z`, `latest`, `pr-N`) wait for `publish_tags`, once the control plane has
+    accepted the deploy, so a refused deploy moves none of them."""
     groups = render_groups(plan, graph, options)
     if not groups:
         return ()
@@ -84,7 +92,9 @@ def build_images(
     if writes and not options.registry:
         envs = ", ".join(env for g in groups for env in g.envs)
         raise UsageError(f"--registry is required to push the images built for {envs} (or pass --no-push)")
-    git_tags = tuple(dict.fromkeys(sanitize_tag(t) for t in plan.image_tags))
+    all_tags = tuple(dict.fromkeys(sanitize_tag(t) for t in plan.image_tags))
+    # Pushed builds get their own tags here; the moving ones go through publish_tags and its guard.
+    git_tags = all_tags if not options.push else tuple(t for t in all_tags if not is_moving_tag(t))
     credentials = options.credentials()
     with RegistryClient(credentials, insecure_hosts=options.insecure_registries) as registry:
         if options.dry_run:
@@ -99,12 +109,60 @@ def build_images(
                 _run_bounded(groups, work.run, options.build_concurrency)
             finally:
                 engine.close()
-    return tuple(
+    built = tuple(
         group.result.model_copy(update={"env_name": env})
         for group in groups
         if group.result is not None
         for env in group.envs
     )
+    return publish_tags(plan, built, options, progress) if publish else built
+
+
+def is_moving_tag(tag: str) -> bool:
+    """A tag that follows releases or a PR (`1.2.3`, `1.2`, `1`, `latest`, `pr-7`), unlike the tags that
+    name one build (`sha-<7>`, `build-<hash>`)."""
+    return not tag.startswith(("sha-", IDENTITY_PREFIX))
+
+
+def publish_tags(
+    plan: Plan, images: Sequence[BuiltImage], options: ImageOptions, progress: Progress = QUIET
+) -> tuple[BuiltImage, ...]:
+    """Point the plan's moving tags at the deployed images (by their identity tag). A floating release
+    tag (`latest`, `X`, `X.Y`) never moves to an older release than the one it names now."""
+    moving = [t for t in dict.fromkeys(sanitize_tag(t) for t in plan.image_tags) if is_moving_tag(t)]
+    if not moving or not options.push or options.dry_run:
+        return tuple(images)
+    release = parse_release(plan.version) if plan.release else None
+    published: list[BuiltImage] = []
+    done: dict[tuple[str, str], tuple[str, ...]] = {}
+    with RegistryClient(options.credentials(), insecure_hosts=options.insecure_registries) as registry:
+        for image in images:
+            key = (image.repository, image.identity)
+            if key not in done and image.digest is not None:
+                added: list[str] = []
+                for base_tag in moving:
+                    tag = sanitize_tag(f"{base_tag}{image.tag_suffix}") if image.tag_suffix else base_tag
+                    newer = _newer_release(registry, image.repository, tag, base_tag, release)
+                    if newer:
+                        progress.info(f"{image.repository}:{tag} stays at {newer}, newer than {plan.version}")
+                        continue
+                    registry.retag(image.repository, image.identity, tag)
+                    added.append(tag)
+                done[key] = tuple(added)
+            published.append(image.model_copy(update={"tags": (*image.tags, *done.get(key, ()))}))
+    return tuple(published)
+
+
+def _newer_release(registry: RegistryClient, repo: str, tag: str, base_tag: str, release: Any) -> str | None:
+    """The version `tag` names now, when it is a floating release tag holding a newer release."""
+    if release is None or not (base_tag == "latest" or _FLOATING.fullmatch(base_tag)):
+        return None
+    current = registry.image_version(repo, tag)
+    held = parse_release(current) if current else None
+    return current if held is not None and held > release else None
+
+
+_FLOATING = re.compile(r"\d+(\.\d+)?")
 
 
 def render_groups(plan: Plan, graph: EnvGraph, options: ImageOptions) -> list[_Group]:
@@ -343,6 +401,7 @@ class _Worker:
             tags=tuple(tags),
             built=built,
             pushed=pushed,
+            tag_suffix=group.tag_suffix,
         )
 
 

@@ -39,6 +39,7 @@ from deployer.images.tags import split_repository
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MANIFEST_ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 UPLOAD_CHUNK = 1 << 20
@@ -275,6 +276,69 @@ class RegistryClient:
             return DeleteResult.missing
         self._check(response, f"DELETE {repo}@{digest}")
         return DeleteResult.manifest
+
+    def untag(self, repo: str, tag: str) -> DeleteResult:
+        """Remove `tag` alone, leaving the image (and its other tags) in place, on any registry.
+
+        OCI 1.1 registries delete a tag by name. Distribution 2.x deletes only manifests, which would
+        take every other tag with it: there the tag is first moved onto a tombstone (an empty image
+        unique to this repository and tag), and the tombstone is deleted."""
+        if self.manifest_digest(repo, tag) is None:
+            return DeleteResult.missing
+        response = self._call("DELETE", repo, f"manifests/{tag}")
+        if response.status_code in (200, 202):
+            return DeleteResult.tag
+        if response.status_code not in (400, 404, 405):
+            self._check(response, f"DELETE {repo}:{tag}")
+        tombstone = self._tombstone(repo, tag)
+        self.put_manifest(repo, tag, tombstone)
+        response = self._call("DELETE", repo, f"manifests/{tombstone.digest}")
+        self._check(response, f"DELETE {repo}@{tombstone.digest}")
+        return DeleteResult.tag
+
+    def image_version(self, repo: str, ref: str) -> str | None:
+        """The `org.opencontainers.image.version` label of the image `ref` names (the first platform's,
+        for an index), or None."""
+        manifest = self.get_manifest(repo, ref)
+        if manifest is None:
+            return None
+        body = manifest.json()
+        if body.get("manifests"):
+            manifest = self.get_manifest(repo, str(body["manifests"][0]["digest"]))
+            if manifest is None:
+                return None
+            body = manifest.json()
+        config = body.get("config") or {}
+        if not config.get("digest"):
+            return None
+        labels = (json.loads(self.get_blob(repo, str(config["digest"]))).get("config") or {}).get(
+            "Labels"
+        ) or {}
+        version = labels.get("org.opencontainers.image.version")
+        return str(version) if version else None
+
+    def _tombstone(self, repo: str, tag: str) -> Manifest:
+        config = json.dumps(
+            {
+                "architecture": "none",
+                "os": "none",
+                "rootfs": {"type": "layers", "diff_ids": []},
+                "config": {"Labels": {"dev.flyte-deploy.tombstone": f"{repo}:{tag}"}},
+            },
+            sort_keys=True,
+        ).encode()
+        digest = "sha256:" + hashlib.sha256(config).hexdigest()
+        self.upload_blob(repo, digest, config)
+        body = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": digest, "size": len(config)},
+                "layers": [],
+            },
+            sort_keys=True,
+        ).encode()
+        return Manifest("sha256:" + hashlib.sha256(body).hexdigest(), OCI_MANIFEST, body)
 
     # ------------------------------------------------------------------------------------------ HTTP
 

@@ -50,6 +50,8 @@ class CleanupResult(Model):
     """`repository:pr-N` references deleted from the registry."""
     missing_tags: tuple[str, ...] = ()
     """References that were already gone."""
+    removed_images: tuple[str, ...] = ()
+    """`repository@digest` of the PR's superseded pushes, deleted (nothing else used them)."""
     removed_versions: tuple[str, ...] = ()
     """Preview versions dropped from the embedded control plane."""
     removed_tasks: int = 0

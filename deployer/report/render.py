@@ -208,6 +208,8 @@ def _cleanup_lines(cleanup: CleanupResult | None) -> list[str]:
         lines.append("Registry tags removed: " + _code_list(cleanup.removed_tags))
     if cleanup.missing_tags:
         lines.append("Registry tags already gone: " + _code_list(cleanup.missing_tags))
+    if cleanup.removed_images:
+        lines.append("Images of superseded pushes removed: " + _code_list(cleanup.removed_images))
     if not cleanup.removed_tags and not cleanup.missing_tags:
         lines.append(f"No registry tags `pr-{cleanup.pr}` were found.")
     where = (
