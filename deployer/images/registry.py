@@ -34,6 +34,7 @@ import httpx
 
 from deployer.errors import RegistryError
 from deployer.images.auth import Credential, Credentials
+from deployer.images.reach import route
 from deployer.images.tags import split_repository
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -343,7 +344,8 @@ class RegistryClient:
     # ------------------------------------------------------------------------------------------ HTTP
 
     def _url(self, host: str, name: str, path: str) -> str:
-        return f"{self._scheme(host)}://{host}/v2/{name}/{path}"
+        # The scheme follows the name the user gave; the address, where that registry is from here.
+        return f"{self._scheme(host)}://{route(host)}/v2/{name}/{path}"
 
     def _absolute(self, repo: str, location: str) -> str:
         host, name = split_repository(repo)
