@@ -290,9 +290,24 @@ def open_blobs(url: str, *, client_factory: Any = None) -> Blobs:
             raise UsageError(f"storage {url!r}: file:// needs a directory")
         return FileBlobs(Path(path))
     if parts.scheme == "s3" and parts.netloc:
-        if client_factory is None:
-            from deployer.storage import s3_client
-
-            client_factory = s3_client
-        return S3Blobs(parts.netloc, parts.path, client_factory())
+        client = client_factory() if client_factory is not None else _presigning_client()
+        return S3Blobs(parts.netloc, parts.path, client)
     raise UsageError(f"storage {url!r}: expected file://DIR or s3://BUCKET/PREFIX")
+
+
+def _presigning_client() -> Any:
+    """The S3 client `--storage s3://` uses (endpoint, region, addressing, retries from the same settings),
+    signing with SigV4: a SigV2 presigned URL carries Content-MD5 as a query parameter, which S3-compatible
+    servers and the flyte SDK's PUT (Content-MD5 as a header) do not agree on."""
+    import boto3
+    from botocore.config import Config
+
+    from deployer.storage import s3_client
+
+    base = s3_client()
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=base.meta.endpoint_url,
+        region_name=base.meta.region_name,
+        config=base.meta.config.merge(Config(signature_version="s3v4")),
+    )

@@ -266,6 +266,17 @@ class RequestSummary:
 
 
 def summarize(method: str, request: object) -> RequestSummary:
+    """The method and what it is about (for the request log; the server escapes and shortens it)."""
+    from flyteidl2.dataproxy import dataproxy_service_pb2 as dp
+    from flyteidl2.project import project_service_pb2 as ps
+
+    if isinstance(request, dp.CreateUploadLocationRequest):
+        parts = (request.project, request.domain, request.filename_root, request.filename)
+        return RequestSummary(method, "/".join(p for p in parts if p))
+    if isinstance(request, ps.GetProjectRequest):
+        return RequestSummary(method, request.id)
+    if isinstance(request, ps.CreateProjectRequest | ps.UpdateProjectRequest):
+        return RequestSummary(method, request.project.id)
     if isinstance(request, ts.DeployTaskRequest | ts.GetTaskDetailsRequest):
         return RequestSummary(method, str(_key_unchecked(request.task_id)))
     if isinstance(request, ts.ListVersionsRequest):
