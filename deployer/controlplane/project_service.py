@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
+from flyteidl2.common import list_pb2
 from flyteidl2.project import project_service_pb2 as ps
 from flyteidl2.project.project_service_connect import ProjectServiceSync
 from flyteidl2.task import run_pb2
@@ -67,9 +69,19 @@ class ProjectService(ProjectServiceSync):  # type: ignore[misc]
     def list_projects(
         self, request: ps.ListProjectsRequest, ctx: RequestContext[Any, Any]
     ) -> ps.ListProjectsResponse:
+        found = self.store.list_projects()
         if request.filters:
-            raise ConnectError(Code.INVALID_ARGUMENT, "filters: not supported by this control plane")
-        found = [p for p in self.store.list_projects() if p.state != ps.PROJECT_STATE_ARCHIVED]
+            keep = _string_filters(request.filters)
+            found = [p for p in found if keep(p)]
+        else:  # as on Flyte's backend: archived projects only when a filter asks for them
+            found = [p for p in found if p.state != ps.PROJECT_STATE_ARCHIVED]
+        if request.sort_by.key:
+            if request.sort_by.key not in _SORT_KEYS:
+                raise ConnectError(
+                    Code.INVALID_ARGUMENT, f"sort_by: invalid sort field {request.sort_by.key[:40]!r}"
+                )
+            descending = request.sort_by.direction == list_pb2.Sort.DESCENDING
+            found = sorted(found, key=_SORT_KEYS[request.sort_by.key], reverse=descending)
         offset = _offset(request.token)
         limit = min(request.limit or _MAX_PAGE, _MAX_PAGE)
         page = found[offset : offset + limit]
@@ -123,6 +135,47 @@ def _stored(
         state=state,
         created_at_ns=time.time_ns(),
     )
+
+
+_COLUMNS: dict[str, Callable[[StoredProject], str]] = {
+    "id": lambda p: p.id,
+    "identifier": lambda p: p.id,
+    "name": lambda p: p.name,
+    "description": lambda p: p.description,
+    "state": lambda p: str(p.state),
+}
+_SORT_KEYS: dict[str, Callable[[StoredProject], Any]] = {
+    "created_at": lambda p: (p.created_at_ns, p.id),
+    "id": lambda p: p.id,
+    "identifier": lambda p: p.id,
+    "name": lambda p: p.name,
+}
+_FUNCTIONS: dict[str, Callable[[str, str], bool]] = {
+    "eq": lambda have, want: have == want,
+    "ne": lambda have, want: have != want,
+    "contains": lambda have, want: want in have,
+    "value_in": lambda have, want: have in [v.strip() for v in want.split(";")],
+}
+
+
+def _string_filters(filters: str) -> Callable[[StoredProject], bool]:
+    """Flyte's compact filter language, `eq(state, 0)+contains(name, ml)`: every term must hold."""
+    tests: list[Callable[[StoredProject], bool]] = []
+    for term in filters[:_MAX_TEXT].split("+"):
+        term = term.strip()
+        open_at, close_at = term.find("("), term.rfind(")")
+        args = term[open_at + 1 : close_at].split(",", 1) if 0 < open_at < close_at == len(term) - 1 else []
+        function = _FUNCTIONS.get(term[:open_at].strip().lower()) if args else None
+        if function is None or len(args) != 2 or args[0].strip() not in _COLUMNS:
+            raise ConnectError(Code.INVALID_ARGUMENT, f"filters: cannot read {term[:80]!r}")
+        tests.append(_term(function, _COLUMNS[args[0].strip()], args[1].strip()))
+    return lambda p: all(t(p) for t in tests)
+
+
+def _term(
+    function: Callable[[str, str], bool], column: Callable[[StoredProject], str], want: str
+) -> Callable[[StoredProject], bool]:
+    return lambda p: function(column(p), want)
 
 
 def _offset(token: str) -> int:
