@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -73,10 +74,18 @@ class RemoteTarget:
         return kwargs
 
 
+def _not_a_refused_token(record: logging.LogRecord) -> bool:
+    """The SDK logs the authorization server's refusal, then raises it; the raise becomes our one line."""
+    return not (record.levelno >= logging.ERROR and record.pathname.endswith("_token_client.py"))
+
+
 class Session:
     """One SDK session and its clients, on a private event loop."""
 
     def __init__(self, target: RemoteTarget, *, timeout_s: float, auth_endpoint: str | None = None) -> None:
+        logger = sdk.sdk_logger()
+        if _not_a_refused_token not in logger.filters:
+            logger.addFilter(_not_a_refused_token)
         self.target = target
         self._timeout_s = timeout_s
         self._timeout_ms = int(timeout_s * 1000)
