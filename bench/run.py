@@ -26,9 +26,9 @@ ANALYSIS = REPO / "bench" / "analysis.md"
 
 
 def _cases() -> dict[str, Callable[[Context], CaseResult]]:
-    from bench.cases import bundle, deploy, plan
+    from bench.cases import bundle, deploy, plan, register
 
-    return {"bundle": bundle.run, "plan": plan.run, "deploy": deploy.run}
+    return {"bundle": bundle.run, "plan": plan.run, "deploy": deploy.run, "register": register.run}
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

@@ -240,11 +240,12 @@ class Settings(BaseSettings):
     # -- storage and state ------------------------------------------------------------------------------
     storage: str | None = option(
         None,
-        "Bundle storage: file://DIR or s3://bucket/prefix.",
+        "Bundle storage: file://DIR or s3://bucket/prefix. Default: uploaded through the control plane's "
+        "data proxy, as `flyte deploy` does (no bucket credentials needed).",
         "--storage",
         group="storage",
         action_input="storage",
-        shown_default="file://STATE_DIR/bundles",
+        shown_default="the control plane's data proxy",
     )
     state_dir: Path | None = option(
         None,
