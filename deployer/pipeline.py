@@ -117,9 +117,18 @@ def run(
     with open_control_plane(settings) as plane:
         # Fail on an unreachable or refusing control plane, or a missing project, before building anything.
         _ensure_project(plane, plan, settings, progress)
+        first = plan.environments[0] if plan.environments else None
+        if first is not None and first.tasks:
+            # One lookup under this deploy's identifiers: a plane refusing them (a version too long for
+            # it, say) refuses here, before anything is built.
+            plane.get_task(plan.project, plan.domain, settings.org, first.tasks[0], plan.version)
         pinned = _pin_as_is_images(plan, _planned_images(plan), progress)
         held = _held_deploy(plane, planned, pinned, storage, settings)
         if held is not None:
+            for status in held.statuses:
+                progress.info(
+                    f"{status.name}: unchanged ({_count(len(status.tasks), 'task')}, version {plan.version})"
+                )
             progress.info(
                 f"{plane.label} holds this exact deploy already: nothing to serialize, build or register"
             )

@@ -80,10 +80,11 @@ def test_a_redeploy_the_plane_holds_asks_one_listing_and_nothing_else(
     first = flyte_deploy(*CHAIN, "--endpoint", served.url, "--json", cwd=repo.path)
     assert first.code == 0, first.stderr
     after_first = rpc_counts(served.log())
-    # A fresh deploy: one bulk listing, no GetTaskDetails (nothing held), one DeployTask per task.
+    # A fresh deploy: one bulk listing, one lookup probing the identifiers (before anything is built), no
+    # GetTaskDetails per task (nothing is held), one DeployTask per task.
     tasks = sum(len(env["tasks"]) for env in first.json["deployment"]["environments"])
     assert after_first["ListTasks"] == 1
-    assert "GetTaskDetails" not in after_first
+    assert after_first["GetTaskDetails"] == 1
     assert after_first["DeployTask"] == tasks
     # Dependencies strictly first: every task of an environment lands before any task of its dependents.
     order = re.findall(r"DeployTask \S*?/flytesnacks/development/(\w+)\.", served.log())
@@ -100,7 +101,7 @@ def test_a_redeploy_the_plane_holds_asks_one_listing_and_nothing_else(
         for k in after_second
         if after_second[k] != after_first.get(k)
     }
-    assert new == {"GetProject": 1, "ListTasks": 1}
+    assert new == {"GetProject": 1, "GetTaskDetails": 1, "ListTasks": 1}
 
     # Without the receipt (a fresh CI machine): serialized once, compared against what the plane holds.
     shutil.rmtree(repo.path / ".flyte-deploy")
@@ -108,7 +109,7 @@ def test_a_redeploy_the_plane_holds_asks_one_listing_and_nothing_else(
     assert fresh.code == 0, fresh.stderr
     assert {e["status"] for e in fresh.json["deployment"]["environments"]} == {"unchanged"}
     after_fresh = rpc_counts(served.log())
-    assert after_fresh["GetTaskDetails"] == tasks
+    assert after_fresh["GetTaskDetails"] - after_second["GetTaskDetails"] == 1 + tasks
     assert after_fresh["DeployTask"] == after_second["DeployTask"]  # nothing sent again
 
 
