@@ -137,7 +137,12 @@ class Settings(BaseSettings):
     )
     domain: str = option("development", "Flyte domain.", "--domain", "-d", group="target")
     org: str = option(
-        "", "Flyte organization.", "--org", group="target", action_input="org", shown_default="none"
+        "",
+        "Flyte organization.",
+        "--org",
+        group="target",
+        action_input="org",
+        shown_default="from the API key or Flyte config, else derived from the endpoint as the SDK does",
     )
 
     # -- images -----------------------------------------------------------------------------------------
