@@ -15,7 +15,7 @@ for every task. So a bad input leaves nothing half-deployed.
 Bundles go to `--storage` when it is given, else through the control plane's data proxy (as `flyte
 deploy` uploads them: no bucket credentials needed). When the control plane already holds this exact
 deploy (a receipt in the state dir and one bulk listing, see `controlplane.registration`), nothing is
-serialized, built, uploaded or registered.
+serialized, uploaded or registered; images to build are only looked up.
 
 Registration goes level by level of the dependency graph (dependencies strictly first, the environments of
 a level at once). It stops after the first level with an environment the control plane refuses or cannot
@@ -124,16 +124,26 @@ def run(
             plane.get_task(plan.project, plan.domain, settings.org, first.tasks[0], plan.version)
         pinned = _pin_as_is_images(plan, _planned_images(plan), progress)
         held = _held_deploy(plane, planned, pinned, storage, settings)
+        images: tuple[BuiltImage, ...] = ()
+        built = False
+        if held is not None and _needs_images(plan):
+            # Held or not, the images are looked up (and tagged for this event), as a redeploy always did;
+            # an image that had to be built again has another digest: then this is not the deploy held.
+            with clock("images"):
+                images = _build_images(planned, request, progress)
+            built = True
+            if {**pinned, **_built_uris(plan, images)} != held.images:
+                held = None
         if held is not None:
             for status in held.statuses:
                 progress.info(
                     f"{status.name}: unchanged ({_count(len(status.tasks), 'task')}, version {plan.version})"
                 )
-            progress.info(
-                f"{plane.label} holds this exact deploy already: nothing to serialize, build or register"
-            )
+            progress.info(f"{plane.label} holds this exact deploy already: nothing to serialize or register")
             deployment = _deployment(plan, plane.label, held.statuses, dry_run=False)
-            report = _report(plan, Artifacts(bundle=held.bundle), deployment, clock, started_at)
+            report = _report(
+                plan, Artifacts(bundle=held.bundle, images=images), deployment, clock, started_at
+            )
             return Outcome(report=report, specs={})
         with clock("serialize"):  # once, before anything is built or uploaded: a bad task stops it all here
             drafts = _draft_all(planned, org=settings.org)
@@ -142,8 +152,7 @@ def run(
             with clock("bundle"):
                 uploads = storage or _data_proxy(plane, plan, settings)
                 bundle = _upload_bundle(plan, planned.graph.root_dir, uploads, settings.state, progress)
-        images: tuple[BuiltImage, ...] = ()
-        if any(env.image.needs_build for env in plan.environments):
+        if not built and _needs_images(plan):
             with clock("images"):
                 images = _build_images(planned, request, progress)
         uris = {**pinned, **_built_uris(plan, images)}
@@ -151,7 +160,7 @@ def run(
             specs = drafts.filled(uris, bundle.uri if bundle else None)
             statuses = _register(plan, settings.org, specs, plane, uris, bundle, progress, on_registered)
         if all(s.status in ("registered", "unchanged") for s in statuses):
-            _record_deploy(plane, planned, pinned, storage, settings, bundle)
+            _record_deploy(plane, planned, pinned, storage, settings, bundle, uris)
         deployment = _deployment(plan, plane.label, statuses, dry_run=False)
     report = _report(plan, Artifacts(bundle=bundle, images=images), deployment, clock, started_at)
     return Outcome(report=report, specs=specs)
@@ -178,6 +187,10 @@ def _check_request(plan: Plan, request: DeployRequest, stage: Stage) -> None:
 
 def _needs_bundle(plan: Plan) -> bool:
     return any(env.mode == "bundle" for env in plan.environments)
+
+
+def _needs_images(plan: Plan) -> bool:
+    return any(env.image.needs_build for env in plan.environments)
 
 
 def _explicit_storage(plan: Plan, request: DeployRequest) -> Storage | None:
@@ -454,6 +467,8 @@ def _draft_each(planned: PlanResult, *, org: str) -> _Drafts:
 class _Held:
     statuses: list[EnvDeployment]
     bundle: BundleArtifact | None
+    images: dict[str, str]
+    """The image of each environment, as registered."""
 
 
 def _deploy_fingerprint(
@@ -468,6 +483,7 @@ def _deploy_fingerprint(
         for env in plan.environments
     }
     images["<bundle storage>"] = storage.url if storage is not None else "data proxy"
+    images["<registry>"] = plan.registry or ""
     with sdk.git_status_once():
         source = sdk.git_source_identity()
     return fingerprint(
@@ -504,10 +520,12 @@ def _held_deploy(
     planned_bundle = _planned_bundle(plan, receipt.bundle_uri) if _needs_bundle(plan) else None
     bundle = planned_bundle.model_copy(update={"reused": True}) if planned_bundle else None
     statuses = [
-        _env_status(env, "unchanged", pinned, receipt.bundle_uri if env.mode == "bundle" else None)
+        _env_status(
+            env, "unchanged", dict(receipt.images), receipt.bundle_uri if env.mode == "bundle" else None
+        )
         for env in plan.environments
     ]
-    return _Held(statuses=statuses, bundle=bundle)
+    return _Held(statuses=statuses, bundle=bundle, images=dict(receipt.images))
 
 
 def _record_deploy(
@@ -517,6 +535,7 @@ def _record_deploy(
     storage: Storage | None,
     settings: Settings,
     bundle: BundleArtifact | None,
+    uris: dict[str, str],
 ) -> None:
     from deployer.controlplane.registration import Receipt, Receipts
 
@@ -525,6 +544,7 @@ def _record_deploy(
         fingerprint=_deploy_fingerprint(planned, pinned, storage, settings),
         tasks=tuple(task for env in plan.environments for task in env.tasks),
         bundle_uri=bundle.uri if bundle else None,
+        images=dict(uris),
     )
     Receipts(settings.state).write(
         plane.label, settings.org, plan.project, plan.domain, plan.version, receipt

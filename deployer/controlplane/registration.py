@@ -1,14 +1,15 @@
 """Registering a whole deploy at scale: one bulk check, dependencies first, independent environments at
-once, and nothing at all when the control plane already holds this exact deploy.
+once, and nothing to serialize or register when the control plane already holds this exact deploy.
 
 - `held_tasks`: one ListTasks with a `version` filter answers which of the deploy's tasks the plane
   holds under this version (not one GetTaskDetails per task).
 - A deploy's `fingerprint` is a hash of everything its specs are made of (the plan, the code files it
-  loaded, the images by digest, the bundle digest, the git source link, the SDK and flyte-deploy
-  versions), computed without serializing anything. After a deploy lands, a `Receipt` records the
+  loaded, the images (by digest, or by build identity for those built here), the bundle digest, the git
+  source link, the SDK and flyte-deploy versions), computed without serializing anything. After a deploy lands, a `Receipt` records the
   fingerprint for (control plane, org, project, domain, version) in the state dir. When the receipt
   matches and the bulk check finds every task, the deploy is already there: nothing is serialized,
-  built, uploaded or registered. Without a receipt (a fresh CI machine) the deploy takes the full path,
+  uploaded or registered (images to build are looked up as always, and must be the ones registered).
+  Without a receipt (a fresh CI machine) the deploy takes the full path,
   where identical tasks come back "unchanged" and different ones are refused.
 - `register`: tasks the plane holds under this version are compared by spec digest (a different one
   refuses the whole deploy before anything is written); the others are registered level by level of
@@ -24,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,8 @@ class Receipt:
     fingerprint: str
     tasks: tuple[str, ...]
     bundle_uri: str | None
+    images: Mapping[str, str] = field(default_factory=dict)
+    """The image each environment's tasks were registered with."""
 
 
 class Receipts:
@@ -117,6 +120,7 @@ class Receipts:
                 fingerprint=str(data["fingerprint"]),
                 tasks=tuple(str(t) for t in data["tasks"]),
                 bundle_uri=data.get("bundle_uri"),
+                images={str(k): str(v) for k, v in data["images"].items()},
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -128,6 +132,7 @@ class Receipts:
             "fingerprint": receipt.fingerprint,
             "tasks": list(receipt.tasks),
             "bundle_uri": receipt.bundle_uri,
+            "images": dict(receipt.images),
             "control_plane": plane,
             "target": [org, project, domain, version],
             "written_at": time.time(),
