@@ -33,6 +33,8 @@ class Profile:
     plan_reference_max: int
     """Largest monorepo `flyte deploy --dry-run` is run on (it grows faster than linearly)."""
     deploy_runs: int
+    register_runs: int
+    """Rounds of the registration case (a full deploy by each tool, our no-op redeploys)."""
 
 
 FULL = Profile(
@@ -50,6 +52,7 @@ FULL = Profile(
     plan_runs=3,
     plan_reference_max=200,
     deploy_runs=3,
+    register_runs=3,
 )
 QUICK = Profile(
     name="quick",
@@ -63,6 +66,7 @@ QUICK = Profile(
     plan_runs=1,
     plan_reference_max=10,
     deploy_runs=1,
+    register_runs=1,
 )
 
 

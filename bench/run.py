@@ -26,12 +26,13 @@ ANALYSIS = REPO / "bench" / "analysis.md"
 
 
 def _cases() -> dict[str, Callable[[Context], CaseResult]]:
-    from bench.cases import action, bundle, deploy, fresh_runner, plan
+    from bench.cases import action, bundle, deploy, fresh_runner, plan, register
 
     return {
         "bundle": bundle.run,
         "plan": plan.run,
         "deploy": deploy.run,
+        "register": register.run,
         "action": action.run,
         "fresh_runner": fresh_runner.run,
     }

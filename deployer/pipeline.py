@@ -8,14 +8,19 @@
 - `"deploy"`: everything.
 
 Everything that can be refused is checked before anything is built, uploaded or registered: planning
-errors, the serialization of every task (with the images it will get, or a placeholder for images still to
-build), a reachable control plane, and (once images exist) version conflicts for every task. So a bad
-input leaves nothing half-deployed.
+errors, a reachable control plane that has the project, the serialization of every task (once, with
+placeholder image and bundle references filled in afterwards), and (once images exist) version conflicts
+for every task. So a bad input leaves nothing half-deployed.
 
-Registration walks the environments in topological order (dependencies first). It stops at the first
-environment the control plane refuses or cannot take; the Report then says which environments are
-registered and which are not, and running the same deploy again completes the rest (tasks already
-registered come back "unchanged").
+Bundles go to `--storage` when it is given, else through the control plane's data proxy (as `flyte
+deploy` uploads them: no bucket credentials needed). When the control plane already holds this exact
+deploy (a receipt in the state dir and one bulk listing, see `controlplane.registration`), nothing is
+serialized, uploaded or registered; images to build are only looked up.
+
+Registration goes level by level of the dependency graph (dependencies strictly first, the environments of
+a level at once). It stops after the first level with an environment the control plane refuses or cannot
+take; the Report then says which environments are registered and which are not, and running the same
+deploy again completes the rest (tasks already registered come back "unchanged").
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from flyteidl2.task.task_definition_pb2 import TaskSpec
 from google.protobuf import json_format
 
-from deployer.errors import BundleError, ControlPlaneError, DeployError, UsageError, VersionConflict
+from deployer.errors import BundleError, ControlPlaneError, DeployError, UsageError
 from deployer.models import (
     Artifacts,
     BuiltImage,
@@ -50,16 +55,15 @@ from deployer.redact import printable_url
 from deployer.request import DeployRequest
 
 if TYPE_CHECKING:
-    from deployer.controlplane.base import ControlPlane
+    from deployer.controlplane.base import ControlPlane, DeployOutcome
     from deployer.images.options import ImageOptions
     from deployer.plan import PlanResult
+    from deployer.settings import Settings
     from deployer.storage import Storage
 
 Stage = Literal["plan", "build", "deploy"]
-EnvRegistered = Callable[[EnvDeployment], None]
-
-
 BUNDLE_SCRATCH = "bundle-"
+EnvRegistered = Callable[[EnvDeployment], None]
 
 
 @dataclass
@@ -116,40 +120,65 @@ def _run(
     if stage == "build":
         return _build_only(request, planned, clock, started_at, progress)
 
-    storage = _storage(plan, request, progress)
-    digest = plan.bundle.digest if plan.bundle else None
-    bundle_uri = storage.uri_for(digest) if storage is not None and digest else None
-    with clock("validate"):
-        _serialize_all(planned, _planned_images(plan), bundle_uri, org=settings.org)
+    storage = _explicit_storage(plan, request, progress)
     if stage == "plan":
-        return _dry_run(request, planned, bundle_uri, clock, started_at, progress)
+        with clock("serialize"):
+            drafts = _draft_all(planned, org=settings.org)
+        return _dry_run(request, planned, drafts, storage, clock, started_at, progress)
 
     from deployer.controlplane import open_control_plane
 
     with open_control_plane(settings) as plane:
+        # Fail on an unreachable or refusing control plane, or a missing project, before building anything.
+        _ensure_project(plane, plan, settings, progress)
         first = plan.environments[0] if plan.environments else None
         if first is not None and first.tasks:
-            # Fail on an unreachable or refusing control plane before building anything.
+            # One lookup under this deploy's identifiers: a plane refusing them (a version too long for
+            # it, say) refuses here, before anything is built.
             plane.get_task(plan.project, plan.domain, settings.org, first.tasks[0], plan.version)
-        bundle = None
-        if storage is not None:
-            with clock("bundle"):
-                bundle = _upload_bundle(plan, planned.graph.root_dir, storage, settings.state, progress)
+        pinned = _pin_as_is_images(plan, _planned_images(plan), progress)
+        held = _held_deploy(plane, planned, pinned, storage, settings)
         images: tuple[BuiltImage, ...] = ()
-        if any(env.image.needs_build for env in plan.environments):
+        built = False
+        if held is not None and _needs_images(plan):
+            # Held or not, the images are looked up (and tagged for this event), as a redeploy always did;
+            # an image that had to be built again has another digest: then this is not the deploy held.
+            with clock("images"):
+                images = _build_images(planned, request, progress, publish=False)
+            built = True
+            if {**pinned, **_built_uris(plan, images)} != held.images:
+                held = None
+        if held is not None:
+            for status in held.statuses:
+                progress.info(
+                    f"{status.name}: unchanged ({_count(len(status.tasks), 'task')}, version {plan.version})"
+                )
+            progress.info(f"{plane.label} holds this exact deploy already: nothing to serialize or register")
+            deployment = _deployment(plan, plane.label, held.statuses, dry_run=False)
+            images = _publish(plan, images, request, progress)
+            report = _report(
+                plan, Artifacts(bundle=held.bundle, images=images), deployment, clock, started_at
+            )
+            return Outcome(report=report, specs={})
+        with clock("serialize"):  # once, before anything is built or uploaded: a bad task stops it all here
+            drafts = _draft_all(planned, org=settings.org)
+        bundle = None
+        if _needs_bundle(plan):
+            with clock("bundle"):
+                uploads = storage or _data_proxy(plane, plan, settings)
+                bundle = _upload_bundle(plan, planned.graph.root_dir, uploads, settings.state, progress)
+        if not built and _needs_images(plan):
             with clock("images"):
                 # Tags a release or branch reads move only once the control plane took the deploy.
                 images = _build_images(planned, request, progress, publish=False)
-        uris = _pin_as_is_images(plan, _image_uris(plan, images, pending_ok=False), progress)
-        with clock("serialize"):
-            specs = _serialize_all(planned, uris, bundle.uri if bundle else None, org=settings.org)
+        uris = {**pinned, **_built_uris(plan, images)}
         with clock("register"):
+            specs = drafts.filled(uris, bundle.uri if bundle else None)
             statuses = _register(plan, settings.org, specs, plane, uris, bundle, progress, on_registered)
         deployment = _deployment(plan, plane.label, statuses, dry_run=False)
-        if images and deployment.ok:
-            from deployer.images.pipeline import publish_tags
-
-            images = publish_tags(plan, images, image_options(request), progress)
+        if deployment.ok:
+            _record_deploy(plane, planned, pinned, storage, settings, bundle, uris)
+            images = _publish(plan, images, request, progress)
     report = _report(plan, Artifacts(bundle=bundle, images=images), deployment, clock, started_at)
     return Outcome(report=report, specs=specs)
 
@@ -173,9 +202,18 @@ def _check_request(plan: Plan, request: DeployRequest, stage: Stage) -> None:
         )
 
 
-def _storage(plan: Plan, request: DeployRequest, progress: Progress) -> Storage | None:
-    """Bundle storage, when some environment ships its code in the bundle."""
-    if not any(env.mode == "bundle" for env in plan.environments):
+def _needs_bundle(plan: Plan) -> bool:
+    return any(env.mode == "bundle" for env in plan.environments)
+
+
+def _needs_images(plan: Plan) -> bool:
+    return any(env.image.needs_build for env in plan.environments)
+
+
+def _explicit_storage(plan: Plan, request: DeployRequest, progress: Progress) -> Storage | None:
+    """`--storage`, when given and some environment ships its code in the bundle; otherwise bundles go
+    through the control plane's data proxy (`_data_proxy`)."""
+    if not _needs_bundle(plan) or request.settings.storage is None:
         return None
     from deployer.storage import S3Options, open_storage
 
@@ -185,10 +223,72 @@ def _storage(plan: Plan, request: DeployRequest, progress: Progress) -> Storage 
     )
 
 
+def _data_proxy(plane: ControlPlane, plan: Plan, settings: Settings) -> Storage:
+    from deployer.controlplane.uploads import DataProxyStorage
+
+    return DataProxyStorage(
+        plane, project=plan.project, domain=plan.domain, org=settings.org, verify=_tls_verify(plane)
+    )
+
+
+def _tls_verify(plane: ControlPlane) -> Any:
+    """Signed upload URLs on the control plane's own host are checked against the same CA as its API."""
+    target = getattr(plane, "target", None)
+    if target is None or target.insecure:
+        return True
+    if target.ca_cert_file_path:
+        import ssl
+
+        return ssl.create_default_context(cafile=target.ca_cert_file_path)
+    return not target.insecure_skip_verify
+
+
+def _planned_bundle_uri(plan: Plan, storage: Storage | None, settings: Settings) -> str | None:
+    """Where the bundle will be, for a dry run: `--storage`'s object, the embedded plane's own data-proxy
+    path, or a `dataproxy://` name for a remote plane (which decides at upload)."""
+    digest = plan.bundle.digest if plan.bundle else None
+    if digest is None or not _needs_bundle(plan):
+        return None
+    if storage is not None:
+        return storage.uri_for(digest)
+    from deployer.controlplane.uploads import embedded_bundle_uri, planned_uri
+
+    if settings.endpoint:
+        return planned_uri(settings.endpoint, plan.project, plan.domain, digest)
+    return embedded_bundle_uri(settings.state, plan.project, plan.domain, digest)
+
+
+def _ensure_project(plane: ControlPlane, plan: Plan, settings: Settings, progress: Progress) -> None:
+    """Like Flyte's backend, a control plane refuses tasks for a project it does not have: find out first.
+
+    The one-shot embedded plane (no endpoint: state private to this checkout) creates the project it is
+    asked for and says so; a served or remote plane needs `--create-project`."""
+    exists = plane.has_project(plan.project, settings.org)
+    if exists is None:
+        progress.warning(f"control plane {plane.label} cannot say whether project {plan.project} exists")
+        return
+    if exists:
+        return
+    if settings.create_project or plane.one_shot:
+        plane.create_project(plan.project, settings.org)
+        why = (
+            ""
+            if settings.create_project
+            else " (the embedded control plane creates the projects it is deployed to)"
+        )
+        progress.info(f"project {plan.project}: created on {plane.label}{why}")
+        return
+    raise ControlPlaneError(
+        f"project {plan.project} does not exist on control plane {plane.label}: create it "
+        f"(`flyte create project --id {plan.project} --name {plan.project}`) or deploy with --create-project"
+    )
+
+
 def _dry_run(
     request: DeployRequest,
     planned: PlanResult,
-    bundle_uri: str | None,
+    drafts: _Drafts,
+    storage: Storage | None,
     clock: _Clock,
     started_at: datetime,
     progress: Progress,
@@ -200,7 +300,8 @@ def _dry_run(
         with clock("images"):
             images = _build_images(planned, request.with_settings(dry_run=True), progress)
     uris = _image_uris(plan, images, pending_ok=True)
-    specs = _serialize_all(planned, uris, bundle_uri, org=request.settings.org)
+    bundle_uri = _planned_bundle_uri(plan, storage, request.settings)
+    specs = drafts.filled(uris, bundle_uri)
     statuses = [
         _env_status(env, "skipped", uris, bundle_uri if env.mode == "bundle" else None)
         for env in plan.environments
@@ -276,6 +377,17 @@ def _build_images(
     return tuple(build_images(planned.plan, planned.graph, planned.git, options, progress, publish=publish))
 
 
+def _publish(
+    plan: Plan, images: tuple[BuiltImage, ...], request: DeployRequest, progress: Progress
+) -> tuple[BuiltImage, ...]:
+    """The release/branch tags, now that the control plane holds the deploy."""
+    if not images:
+        return images
+    from deployer.images.pipeline import publish_tags
+
+    return publish_tags(plan, images, image_options(request), progress)
+
+
 def image_options(request: DeployRequest) -> ImageOptions:
     """The images stage's options, from the request's settings."""
     from deployer.images.options import ImageOptions
@@ -313,6 +425,13 @@ def _image_uris(plan: Plan, images: Sequence[BuiltImage], *, pending_ok: bool) -
     return uris
 
 
+def _built_uris(plan: Plan, images: Sequence[BuiltImage]) -> dict[str, str]:
+    """The pushed images of the environments that needed a build, by digest."""
+    needed = {env.name for env in plan.environments if env.image.needs_build}
+    uris = _image_uris(plan, images, pending_ok=False) if needed else {}
+    return {name: uri for name, uri in uris.items() if name in needed}
+
+
 def _pin_as_is_images(plan: Plan, uris: dict[str, str], progress: Progress) -> dict[str, str]:
     """Images deployed as-is are registered by the digest their tag names now, when the registry
     answers; otherwise by the tag, and the user is told."""
@@ -322,7 +441,7 @@ def _pin_as_is_images(plan: Plan, uris: dict[str, str], progress: Progress) -> d
     resolved: dict[str, str | None] = {}
     for env in plan.environments:
         uri = uris[env.name]
-        if env.image.needs_build or "@" in uri:
+        if env.image.needs_build or "@" in uri or uri.startswith("flyte-deploy.invalid/"):
             pinned[env.name] = uri
             continue
         if uri not in resolved:
@@ -333,13 +452,39 @@ def _pin_as_is_images(plan: Plan, uris: dict[str, str], progress: Progress) -> d
     return pinned
 
 
-def _serialize_all(
-    planned: PlanResult, uris: dict[str, str], bundle_uri: str | None, *, org: str
-) -> dict[str, list[TaskSpec]]:
-    from deployer.controlplane.serialize import task_specs
+@dataclass
+class _Drafts:
+    """Every environment's task specs, serialized once with placeholder image and bundle references."""
+
+    specs: dict[str, list[TaskSpec]]
+    images: dict[str, str]
+    """Placeholder image of each environment."""
+
+    def filled(self, uris: dict[str, str], bundle_uri: str | None) -> dict[str, list[TaskSpec]]:
+        from deployer.controlplane.serialize import PLACEHOLDER_BUNDLE, fill_references, image_cache_transport
+
+        replacements = {self.images[env]: uris[env] for env in self.images}
+        replacements[image_cache_transport(self.images)] = image_cache_transport(
+            {e: uris[e] for e in self.images}
+        )
+        if bundle_uri is not None:
+            replacements[PLACEHOLDER_BUNDLE] = bundle_uri
+        return {env: fill_references(specs, replacements) for env, specs in self.specs.items()}
+
+
+def _draft_all(planned: PlanResult, *, org: str) -> _Drafts:
+    from deployer import sdk
+
+    with sdk.git_status_once():  # every task's source link reads the same checkout
+        return _draft_each(planned, org=org)
+
+
+def _draft_each(planned: PlanResult, *, org: str) -> _Drafts:
+    from deployer.controlplane.serialize import PLACEHOLDER_BUNDLE, placeholder_image, task_specs
 
     plan = planned.plan
     digest = plan.bundle.digest if plan.bundle else None
+    images = {env.name: placeholder_image(i) for i, env in enumerate(plan.environments)}
     specs: dict[str, list[TaskSpec]] = {}
     for env in plan.environments:
         in_bundle = env.mode == "bundle"
@@ -350,13 +495,104 @@ def _serialize_all(
             domain=plan.domain,
             org=org,
             root_dir=Path(planned.graph.root_dir),
-            image_uri=uris[env.name],
-            bundle_uri=bundle_uri if in_bundle else None,
+            image_uri=images[env.name],
+            bundle_uri=PLACEHOLDER_BUNDLE if in_bundle else None,
             bundle_digest=digest if in_bundle else None,
-            image_lookup=uris,
+            image_lookup=images,
             sys_paths=planned.graph.sys_paths or None,
         )
-    return specs
+    return _Drafts(specs=specs, images=images)
+
+
+# ---------------------------------------------------------------------------------------------- register
+
+
+@dataclass(frozen=True)
+class _Held:
+    statuses: list[EnvDeployment]
+    bundle: BundleArtifact | None
+    images: dict[str, str]
+    """The image of each environment, as registered."""
+
+
+def _deploy_fingerprint(
+    planned: PlanResult, pinned: dict[str, str], storage: Storage | None, settings: Settings
+) -> str:
+    from deployer import sdk
+    from deployer.controlplane.registration import fingerprint
+
+    plan = planned.plan
+    images = {
+        env.name: (f"build:{env.image.spec_id}" if env.image.needs_build else pinned[env.name])
+        for env in plan.environments
+    }
+    images["<bundle storage>"] = storage.url if storage is not None else "data proxy"
+    images["<registry>"] = plan.registry or ""
+    with sdk.git_status_once():
+        source = sdk.git_source_identity()
+    return fingerprint(
+        plan,
+        org=settings.org,
+        images=images,
+        code_files=planned.graph.loaded_files,
+        root_dir=Path(planned.graph.root_dir),
+        sys_paths=planned.graph.sys_paths,
+        source_identity=source,
+    )
+
+
+def _held_deploy(
+    plane: ControlPlane,
+    planned: PlanResult,
+    pinned: dict[str, str],
+    storage: Storage | None,
+    settings: Settings,
+) -> _Held | None:
+    """The deploy, when the plane holds exactly it already (receipt + one bulk listing); else None."""
+    from deployer.controlplane.registration import Receipts, already_deployed, held_tasks
+
+    plan = planned.plan
+    receipt = Receipts(settings.state).read(
+        plane.label, settings.org, plan.project, plan.domain, plan.version
+    )
+    if receipt is None:
+        return None
+    expected = _deploy_fingerprint(planned, pinned, storage, settings)
+    names = [task for env in plan.environments for task in env.tasks]
+    if not already_deployed(receipt, expected, names, held_tasks(plane, plan, settings.org)):
+        return None
+    planned_bundle = _planned_bundle(plan, receipt.bundle_uri) if _needs_bundle(plan) else None
+    bundle = planned_bundle.model_copy(update={"reused": True}) if planned_bundle else None
+    statuses = [
+        _env_status(
+            env, "unchanged", dict(receipt.images), receipt.bundle_uri if env.mode == "bundle" else None
+        )
+        for env in plan.environments
+    ]
+    return _Held(statuses=statuses, bundle=bundle, images=dict(receipt.images))
+
+
+def _record_deploy(
+    plane: ControlPlane,
+    planned: PlanResult,
+    pinned: dict[str, str],
+    storage: Storage | None,
+    settings: Settings,
+    bundle: BundleArtifact | None,
+    uris: dict[str, str],
+) -> None:
+    from deployer.controlplane.registration import Receipt, Receipts
+
+    plan = planned.plan
+    receipt = Receipt(
+        fingerprint=_deploy_fingerprint(planned, pinned, storage, settings),
+        tasks=tuple(task for env in plan.environments for task in env.tasks),
+        bundle_uri=bundle.uri if bundle else None,
+        images=dict(uris),
+    )
+    Receipts(settings.state).write(
+        plane.label, settings.org, plan.project, plan.domain, plan.version, receipt
+    )
 
 
 def _register(
@@ -369,48 +605,30 @@ def _register(
     progress: Progress,
     on_registered: EnvRegistered | None,
 ) -> list[EnvDeployment]:
+    from deployer.controlplane.registration import held_tasks, refuse_conflicts, register
+
     bundle_uri = bundle.uri if bundle else None
-    _refuse_conflicts(plan, org, specs, plane)
-    statuses: list[EnvDeployment] = []
-    failed = False
-    for env in plan.environments:
+    held = held_tasks(plane, plan, org)
+    unchanged = refuse_conflicts(plane, plan, org, specs, held)
+    done: dict[str, EnvDeployment] = {}
+
+    def on_env(env: PlannedEnv, outcomes: list[DeployOutcome] | None, error: str | None) -> None:
         env_bundle = bundle_uri if env.mode == "bundle" else None
-        if failed:
-            statuses.append(_env_status(env, "skipped", uris, env_bundle))
-            continue
-        try:
-            outcomes = [plane.deploy_task(spec) for spec in specs[env.name]]
-        except ControlPlaneError as exc:
-            failed = True
-            statuses.append(_env_status(env, "failed", uris, env_bundle, error=str(exc)))
-            progress.info(f"{env.name}: failed: {exc}")
-            continue
+        if outcomes is None:
+            done[env.name] = _env_status(env, "failed", uris, env_bundle, error=error)
+            progress.info(f"{env.name}: failed: {error}")
+            return
         status: EnvStatus = "registered" if "registered" in outcomes else "unchanged"
-        done = _env_status(env, status, uris, env_bundle)
-        statuses.append(done)
+        done[env.name] = _env_status(env, status, uris, env_bundle)
         progress.info(f"{env.name}: {status} ({_count(len(outcomes), 'task')}, version {plan.version})")
         if on_registered is not None:
-            on_registered(done)
-    return statuses
+            on_registered(done[env.name])
 
-
-def _refuse_conflicts(plan: Plan, org: str, specs: dict[str, list[TaskSpec]], plane: ControlPlane) -> None:
-    """Versions are immutable: refuse the whole deploy, before registering anything, when one of
-    its tasks exists under this version with a different spec."""
-    from deployer.controlplane.specs import spec_differences, spec_digest
-
-    for env in plan.environments:
-        for spec in specs[env.name]:
-            name = spec.task_template.id.name
-            existing = plane.get_task(plan.project, plan.domain, org, name, plan.version)
-            if existing is None or spec_digest(existing.spec) == spec_digest(spec):
-                continue
-            fields = ", ".join(spec_differences(existing.spec, spec)) or "encoding"
-            raise VersionConflict(
-                f"task {name} version {plan.version} already exists in {plan.project}/{plan.domain} with a "
-                f"different spec (differs in: {fields}); versions are immutable: commit the change or pass "
-                "a new --version. Nothing was registered"
-            )
+    register(plane, plan, specs, unchanged=unchanged, on_env=on_env)
+    return [
+        done.get(env.name) or _env_status(env, "skipped", uris, bundle_uri if env.mode == "bundle" else None)
+        for env in plan.environments
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- helpers

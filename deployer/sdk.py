@@ -181,7 +181,10 @@ def image_cache(lookup: dict[str, str]) -> Any:
     """The `ImageCache` flyte serializes into `--image-cache`: {environment name: image URI}."""
     from flyte._internal.image_cache import ImageCache
 
-    return ImageCache(image_lookup=lookup)
+    cache = ImageCache(image_lookup=lookup)
+    # flyte encodes the cache again for every task unless the encoding is already there.
+    cache.serialized_form = cache.to_transport
+    return cache
 
 
 def upload_default_inputs(interface: Any) -> Any:
@@ -222,6 +225,87 @@ def sdk_logger() -> logging.Logger:
     from flyte._logging import logger
 
     return logger
+
+
+@contextlib.contextmanager
+def git_status_once() -> Iterator[None]:
+    """While inside, flyte's `GitStatus.from_current_repo()` (the source link of every task's documentation,
+    six `git` processes per call) is computed once and reused: a deploy reads one checkout at one commit."""
+    from flyte.git import _config as git_config
+
+    status_class = git_config.GitStatus
+    original = status_class.__dict__["from_current_repo"]
+    if getattr(original, "_flyte_deploy_once", False):  # an outer `git_status_once` is in charge
+        yield
+        return
+    cached: list[Any] = []
+
+    def once(cls: Any) -> Any:
+        if not cached:
+            cached.append(original.__func__(cls))
+        return cached[0]
+
+    patched = classmethod(once)
+    patched._flyte_deploy_once = True  # type: ignore[attr-defined]
+    status_class.from_current_repo = patched  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        status_class.from_current_repo = original  # type: ignore[method-assign]
+
+
+def git_source_identity() -> str:
+    """What the source links in task specs are made of (remote, commit, clean tree), as one string."""
+    from flyte.git import GitStatus
+
+    logger = sdk_logger()
+
+    def not_git_noise(record: logging.LogRecord) -> bool:
+        return record.levelno > logging.WARNING
+
+    logger.addFilter(not_git_noise)
+    try:
+        status = GitStatus.from_current_repo()
+    finally:
+        logger.removeFilter(not_git_noise)
+    return (
+        f"{status.is_valid}|{status.remote_url}|{status.commit_sha}|{status.is_tree_clean}|{status.repo_dir}"
+    )
+
+
+# ------------------------------------------------------------------------------------------ the control plane
+
+
+def create_session_config(endpoint: str, *, auth_endpoint: str | None = None, **kwargs: Any) -> Any:
+    """Coroutine: the SDK's session (TLS transport, auth interceptors) for `endpoint`, as `flyte` makes it."""
+    from flyte.remote._client.auth._session import create_session_config as create
+
+    return create(endpoint, None, auth_endpoint=auth_endpoint, **kwargs)
+
+
+def decode_api_key(api_key: str) -> tuple[str, str, str, str | None] | None:
+    """A Flyte API key's (endpoint, client id, client secret, org), as the SDK reads it; None when `api_key`
+    is not one (org None when the key names none)."""
+    from flyte.remote._client.auth._auth_utils import decode_api_key as decode
+
+    try:
+        endpoint, client_id, client_secret, org = decode(api_key)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return endpoint, client_id, client_secret, (None if org == "None" else org)
+
+
+def org_from_endpoint(endpoint: str | None) -> str | None:
+    """The org the SDK assumes for an endpoint when none is configured (the first DNS label)."""
+    from flyte._utils import org_from_endpoint as derive
+
+    return derive(endpoint)
+
+
+def sanitize_endpoint(endpoint: str) -> str:
+    from flyte._utils import sanitize_endpoint as sanitize
+
+    return str(sanitize(endpoint))
 
 
 # ---------------------------------------------------------------------------------------------- the check
@@ -354,8 +438,29 @@ def _image_internals(need: Need, params: Params, fields: Fields, problems: list[
     fields(flyte.Image, "flyte.Image", ["base_image", "dockerfile", "platform", "python_version", "_layers"])
 
 
+def _remote_internals(need: Need, params: Params, fields: Fields, problems: list[str]) -> None:
+    session = "flyte.remote._client.auth._session"
+    params(
+        need(session, "create_session_config"),
+        f"{session}.create_session_config",
+        ["endpoint", "api_key", "insecure", "insecure_skip_verify", "ca_cert_file_path", "auth_endpoint"],
+    )
+    fields(
+        need(session, "SessionConfig"),
+        f"{session}.SessionConfig",
+        ["endpoint", "interceptors", "http_client"],
+    )
+    params(need("flyte.remote._client.auth._auth_utils", "decode_api_key"), "decode_api_key", ["encoded_str"])
+    need("flyte._utils", "org_from_endpoint")
+    need("flyte._utils", "sanitize_endpoint")
+    status = need("flyte.git._config", "GitStatus")
+    if status is not None and not isinstance(status.__dict__.get("from_current_repo"), classmethod):
+        problems.append("flyte.git._config.GitStatus.from_current_repo is no longer a classmethod")
+
+
 _CHECKS: list[Callable[[Need, Params, Fields, list[str]], None]] = [
     _discovery_internals,
     _serialization_internals,
     _image_internals,
+    _remote_internals,
 ]

@@ -101,8 +101,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Flags and inputs, then variables; no .env or secrets files behind the user's back.
-        return init_settings, _Environ(settings_cls)
+        # Flags and inputs, then variables, then the flyte SDK's own config file; no .env or secrets
+        # files behind the user's back.
+        return init_settings, _Environ(settings_cls), _FlyteConfig(settings_cls)
 
     # -- where the code is ------------------------------------------------------------------------------
     root_dir: Path | None = option(
@@ -136,7 +137,12 @@ class Settings(BaseSettings):
     )
     domain: str = option("development", "Flyte domain.", "--domain", "-d", group="target")
     org: str = option(
-        "", "Flyte organization.", "--org", group="target", action_input="org", shown_default="none"
+        "",
+        "Flyte organization.",
+        "--org",
+        group="target",
+        action_input="org",
+        shown_default="from the API key or Flyte config, else derived from the endpoint as the SDK does",
     )
 
     # -- images -----------------------------------------------------------------------------------------
@@ -215,21 +221,50 @@ class Settings(BaseSettings):
     )
     api_key: SecretStr | None = option(
         None,
-        "Credential for the control plane.",
+        "Flyte API key (base64 of endpoint:client_id:client_secret:org, as `flyte` takes in FLYTE_API_KEY), "
+        "or a plain bearer token for `flyte-deploy serve --api-key`.",
         "--api-key",
         group="control_plane",
         action_input="api-key",
+        env=("FLYTE_DEPLOY_API_KEY", "FLYTE_API_KEY"),
         shown_default="none",
+    )
+    client_id: str | None = option(
+        None,
+        "OAuth2 client id for the client-credentials flow (with client_secret).",
+        "--client-id",
+        group="control_plane",
+        shown_default="from the API key or the Flyte config",
+    )
+    client_secret: SecretStr | None = option(
+        None,
+        "OAuth2 client secret for the client-credentials flow.",
+        shown_default="from the API key or the Flyte config",
+    )
+    flyte_config: Path | None = option(
+        None,
+        "Flyte config file (endpoint, insecure, project, domain, org, auth), below flags and FLYTE_DEPLOY_*.",
+        "--config",
+        group="control_plane",
+        env=("FLYTE_DEPLOY_FLYTE_CONFIG", "FLYTE_CONFIG"),
+        shown_default="found as `flyte` finds it (./.flyte/config.yaml, ~/.flyte/config.yaml, ...)",
+    )
+    create_project: bool = option(
+        False,
+        "Create the project on the control plane when it does not exist (otherwise the deploy stops).",
+        "--create-project",
+        group="control_plane",
     )
 
     # -- storage and state ------------------------------------------------------------------------------
     storage: str | None = option(
         None,
-        "Bundle storage: file://DIR or s3://bucket/prefix.",
+        "Bundle storage: file://DIR or s3://bucket/prefix. Default: uploaded through the control plane's "
+        "data proxy, as `flyte deploy` does (no bucket credentials needed).",
         "--storage",
         group="storage",
         action_input="storage",
-        shown_default="file://STATE_DIR/bundles",
+        shown_default="the control plane's data proxy",
     )
     state_dir: Path | None = option(
         None,
@@ -262,8 +297,51 @@ class Settings(BaseSettings):
     serve_api_key: SecretStr | None = option(
         None, "`flyte-deploy serve`: require `authorization: Bearer KEY`.", shown_default="none"
     )
+    serve_client_id: str | None = option(
+        None,
+        "`flyte-deploy serve`: issue tokens to this OAuth2 client (client credentials).",
+        shown_default="none",
+    )
+    serve_client_secret: SecretStr | None = option(
+        None, "`flyte-deploy serve`: the secret of serve_client_id.", shown_default="none"
+    )
+    serve_auth_issuer: str | None = option(
+        None, "`flyte-deploy serve`: accept tokens signed by this OAuth2/OIDC issuer.", shown_default="none"
+    )
+    serve_auth_audience: str | None = option(
+        None, "`flyte-deploy serve`: the audience tokens must name.", shown_default="any"
+    )
+    serve_tls_cert: Path | None = option(
+        None,
+        "`flyte-deploy serve`: TLS certificate chain (PEM); with serve_tls_key, serve HTTPS.",
+        shown_default="none",
+    )
+    serve_tls_key: Path | None = option(
+        None, "`flyte-deploy serve`: TLS private key (PEM).", shown_default="none"
+    )
+    serve_storage: str | None = option(
+        None,
+        "`flyte-deploy serve`: where the data proxy keeps uploads: file://DIR or s3://bucket/prefix.",
+        shown_default="file://STATE_DIR/bundles",
+    )
+    serve_projects: Words = option(
+        ("flytesnacks",),
+        "`flyte-deploy serve`: projects created at start (if missing).",
+        shown_default="flytesnacks",
+    )
+    serve_public_url: str | None = option(
+        None,
+        "`flyte-deploy serve`: the URL clients reach it at (signed upload URLs, token issuer).",
+        shown_default="from each request's Host header",
+    )
+    serve_max_request_bytes: int = option(
+        8 << 20, "`flyte-deploy serve`: largest RPC request, before and after decompression.", ge=1024
+    )
+    serve_max_upload_bytes: int = option(
+        2 << 30, "`flyte-deploy serve`: largest upload to file storage.", ge=1
+    )
 
-    @field_validator("images", "base_image_mirrors", "insecure_registries", mode="before")
+    @field_validator("images", "base_image_mirrors", "insecure_registries", "serve_projects", mode="before")
     @classmethod
     def _words(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -280,6 +358,24 @@ class Settings(BaseSettings):
     def state(self) -> Path:
         """`state_dir`, else `ROOT_DIR/.flyte-deploy`; absolute."""
         return Path(self.state_dir or self.root / STATE_DIR_NAME).resolve()
+
+
+class _FlyteConfig(PydanticBaseSettingsSource):
+    """The lowest-precedence source: the flyte SDK's own config file and a Flyte API key (see
+    `deployer.controlplane.flyteconfig`), for the control-plane fields nothing above set."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        from deployer.controlplane.flyteconfig import config_defaults
+
+        aliases = {
+            name: tuple(str(a) for a in info.validation_alias.choices)
+            for name, info in Settings.model_fields.items()
+            if isinstance(info.validation_alias, AliasChoices)
+        }
+        return config_defaults(self.current_state, aliases)
 
 
 # ------------------------------------------------------------------------------------------------- fields

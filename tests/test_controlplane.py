@@ -31,7 +31,14 @@ from deployer.controlplane.server import ControlPlaneServer
 from deployer.controlplane.specs import canonical_bytes, spec_digest
 from deployer.controlplane.store import DB_NAME, TaskKey, TaskStore
 from deployer.errors import ControlPlaneError, UsageError, VersionConflict
-from tests.fixtures.controlplane import BASE_IMAGE, CALC_IMAGE, CALC_PROJECT, MakeProject, StartServe
+from tests.fixtures.controlplane import (
+    BASE_IMAGE,
+    CALC_IMAGE,
+    CALC_PROJECT,
+    TEST_PROJECTS,
+    MakeProject,
+    StartServe,
+)
 from tests.fixtures.gitrepo import GitRepo
 
 PROJECT, DOMAIN = "acme", "staging"
@@ -326,7 +333,7 @@ def test_client_retries_until_the_control_plane_answers(tmp_path: Path, calc_spe
 
     def start_late() -> None:
         ready.wait()
-        server = ControlPlaneServer(TaskStore(tmp_path / "late"), "127.0.0.1", port)
+        server = ControlPlaneServer(TaskStore(tmp_path / "late"), "127.0.0.1", port, projects=TEST_PROJECTS)
         server.start()
         servers.append(server)
 
@@ -370,7 +377,9 @@ def test_an_endpoint_that_is_not_a_flyte_control_plane_is_named(tmp_path: Path) 
 
 
 def test_bearer_token_is_sent_and_checked(tmp_path: Path, calc_specs: CalcSpecs) -> None:
-    with ControlPlaneServer(TaskStore(tmp_path / "auth"), "127.0.0.1", 0, api_key="s3cret") as server:
+    with ControlPlaneServer(
+        TaskStore(tmp_path / "auth"), "127.0.0.1", 0, api_key="s3cret", projects=TEST_PROJECTS
+    ) as server:
         with pytest.raises(ControlPlaneError) as err:
             deploy(RemoteControlPlane(server.url), calc_specs()["cp_calc.add"])
         assert "UNAUTHENTICATED" in str(err.value) and "--api-key" in str(err.value)
@@ -382,6 +391,7 @@ def test_bearer_token_is_sent_and_checked(tmp_path: Path, calc_specs: CalcSpecs)
 
 def test_embedded_control_plane_keeps_its_state_between_runs(tmp_path: Path, calc_specs: CalcSpecs) -> None:
     with EmbeddedControlPlane(tmp_path / ".flyte-deploy") as plane:
+        plane.create_project(PROJECT, "")
         assert deploy(plane, calc_specs()["cp_calc.add"]) == "registered"
     assert (tmp_path / ".flyte-deploy" / DB_NAME).is_file()
     # The state outlives the run: the next one-shot deploy sees the task.
@@ -398,6 +408,7 @@ def test_state_inside_a_checkout_leaves_the_tree_clean(
     """`.flyte-deploy/` under the project must not make the next deploy's tree dirty."""
     repo = make_git_repo(files={"app.py": "print(1)\n"})
     with EmbeddedControlPlane(repo.path / ".flyte-deploy") as plane:
+        plane.create_project(PROJECT, "")
         deploy(plane, calc_specs()["cp_calc.add"])
     assert (repo.path / ".flyte-deploy" / DB_NAME).is_file()
     assert not repo.is_dirty()
@@ -415,6 +426,7 @@ _DEPLOYER_SCRIPT = textwrap.dedent(
     state, specs_file, go = sys.argv[1:4]
     specs = [TaskSpec.FromString(base64.b64decode(s)) for s in json.loads(Path(specs_file).read_text())]
     with EmbeddedControlPlane(Path(state)) as client:
+        client.create_project("acme", "")
         print("ready", flush=True)
         while not Path(go).exists():  # start together with the other process
             time.sleep(0.001)
@@ -511,7 +523,7 @@ def test_preview_cleanup_deletes_a_domain_or_a_version(
 def test_serve_runs_until_sigterm_and_logs_one_line_per_request(
     tmp_path: Path, start_serve: StartServe, calc_specs
 ) -> None:
-    served = start_serve(tmp_path / "state")
+    served = start_serve(tmp_path / "state", "--project", PROJECT)
     assert served.banner[1].strip() == f"flyte CLI/SDK endpoint: dns:///127.0.0.1:{served.port} --insecure"
     client = RemoteControlPlane(served.endpoint, insecure=True)
     assert deploy(client, calc_specs()["cp_calc.add"]) == "registered"

@@ -172,7 +172,7 @@ def test_no_docker_engine_falls_back_to_bundles_only_in_auto_mode(tiny_repo: Any
     assert all("no Docker engine answered" in e["mode_reason"] for e in plan["environments"])
     assert statuses(report) == {"base": "registered", "app": "registered"}
     assert report["artifacts"]["images"] == []  # type: ignore[index]
-    assert len(list((state / "bundles").glob("*.tar.gz"))) == 1
+    assert len(list((state / "bundles").rglob("*.tar.gz"))) == 1
 
 
 def test_control_plane_stopped_between_two_environments_then_rerun_completes(

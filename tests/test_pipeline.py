@@ -49,7 +49,8 @@ def test_deploy_registers_dependencies_first_and_reads_back(project_repo, flyte_
 
     bundle = report["artifacts"]["bundle"]
     state_dir = repo.path / ".flyte-deploy"
-    stored = state_dir / "bundles" / f"{bundle['digest']}.tar.gz"
+    # Uploaded through the embedded plane's data proxy: STATE/bundles/PROJECT/DOMAIN/bundles/<sha256>.tar.gz
+    stored = state_dir / "bundles" / "flytesnacks" / "development" / "bundles" / f"{bundle['digest']}.tar.gz"
     assert bundle["uri"] == stored.as_uri() and stored.is_file()
 
     with EmbeddedControlPlane(state_dir) as client:
@@ -111,7 +112,8 @@ def test_dry_run_prints_specs_and_changes_nothing(project_repo, flyte_deploy) ->
     assert load["id"]["name"] == "prep.load"
     args = load["container"]["args"]
     digest = report["plan"]["bundle"]["digest"]
-    planned_uri = (repo.path / ".flyte-deploy" / "bundles" / f"{digest}.tar.gz").as_uri()
+    planned = repo.path / ".flyte-deploy" / "bundles" / "flytesnacks" / "development" / "bundles"
+    planned_uri = (planned / f"{digest}.tar.gz").as_uri()
     assert args[args.index("--tgz") + 1] == planned_uri
     assert not (repo.path / ".flyte-deploy").exists()  # no bundle stored, no control plane state
 
@@ -248,7 +250,7 @@ def test_pipeline_report_carries_timings_and_specs(project_repo) -> None:
     request = DeployRequest.of(repo.path / "pipeline" / "viz.py", "viz", root_dir=repo.path, mode=Mode.bundle)
     outcome = run(request)
     stages = [t.stage for t in outcome.report.timings]
-    assert stages == ["plan", "validate", "bundle", "serialize", "register"]
+    assert stages == ["plan", "serialize", "bundle", "register"]  # serialized once, before the upload
     assert [spec.task_template.id.name for spec in outcome.specs["viz"]] == ["viz.chart"]
     assert outcome.report.deployment is not None and outcome.report.deployment.ok
 

@@ -20,12 +20,13 @@ if TYPE_CHECKING:
 
 
 def open_control_plane(settings: Settings) -> ControlPlane:
-    """The plane `settings` name: `endpoint` (remote), else the embedded one in the state dir."""
+    """The plane `settings` name: `endpoint` (remote, reached and authenticated as the flyte SDK would with
+    the same Flyte config), else the embedded one in the state dir."""
     if settings.endpoint:
+        from deployer.controlplane.flyteconfig import remote_target
         from deployer.controlplane.remote import RemoteControlPlane
 
-        api_key = settings.api_key.get_secret_value() if settings.api_key else None
-        return RemoteControlPlane(settings.endpoint, insecure=settings.insecure, api_key=api_key)
+        return RemoteControlPlane(target=remote_target(settings))
     from deployer.controlplane.embedded import EmbeddedControlPlane
 
     return EmbeddedControlPlane(settings.state)

@@ -13,13 +13,17 @@ import functools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from flyteidl2.common import identifier_pb2, list_pb2
+from flyteidl2.dataproxy import dataproxy_service_pb2 as dp
+from flyteidl2.project import project_service_pb2 as ps
 from flyteidl2.task import task_definition_pb2 as td
 from flyteidl2.task import task_service_pb2 as ts
+from google.protobuf import duration_pb2
 
 from deployer.controlplane.specs import spec_differences, spec_digest
 from deployer.errors import ControlPlaneError, VersionConflict
@@ -30,6 +34,7 @@ DeployOutcome = Literal["registered", "unchanged"]
 
 _T = TypeVar("_T")
 _PAGE = 100
+_BULK_PAGE = 1000
 
 
 class Unsupported(ControlPlaneError):
@@ -57,7 +62,41 @@ class TaskCalls(Protocol):
     def list_versions(self, request: ts.ListVersionsRequest) -> ts.ListVersionsResponse: ...
 
 
+class ProjectCalls(Protocol):
+    """flyteidl2 ProjectService, request in and response out."""
+
+    def get_project(self, request: ps.GetProjectRequest) -> ps.GetProjectResponse: ...
+
+    def create_project(self, request: ps.CreateProjectRequest) -> ps.CreateProjectResponse: ...
+
+
+class DataProxyCalls(Protocol):
+    """flyteidl2 DataProxyService's upload call."""
+
+    def create_upload_location(
+        self, request: dp.CreateUploadLocationRequest
+    ) -> dp.CreateUploadLocationResponse: ...
+
+
+@dataclass(frozen=True)
+class UploadLocation:
+    """Where one upload goes: PUT the bytes to `signed_url` (with `headers`); `native_url` names it."""
+
+    signed_url: str
+    native_url: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+UPLOAD_EXPIRES_IN_S = 900
+"""How long a signed upload URL is asked for (Flyte's backend caps it at an hour)."""
+
+
 class ControlPlane(ABC):
+    one_shot = False
+    """True for a plane private to this run's state dir (the embedded one), False for a shared one."""
+    concurrency = 1
+    """How many calls a deploy may have in flight at once."""
+
     def __init__(self, label: str, *, attempts: int = 4, backoff_s: float = 0.25) -> None:
         self._address = label
         self.label = printable_url(label)
@@ -179,6 +218,90 @@ class ControlPlane(ABC):
         """The plane's `flyte_deploy.v1.PreviewService` (see `preview_service`)."""
         raise Unsupported(f"control plane {self.label} cannot delete task versions")
 
+    def tasks_at_version(self, project: str, domain: str, org: str, version: str) -> dict[str, td.Task]:
+        """Every task the plane holds under `version` in the project/domain, by name: one listing (a
+        `version` filter on ListTasks), however many tasks a deploy has."""
+        scope = identifier_pb2.ProjectIdentifier(organization=org, name=project, domain=domain)
+        exact = list_pb2.Filter(field="version", function=list_pb2.Filter.Function.EQUAL, values=[version])
+
+        def page(token: str) -> tuple[list[td.Task], str]:
+            request = ts.ListTasksRequest(
+                project_id=scope,
+                request=list_pb2.ListRequest(limit=_BULK_PAGE, token=token, filters=[exact]),
+            )
+            response = self._tasks.list_tasks(request)
+            return list(response.tasks), response.token
+
+        found = self._all_pages(f"list tasks of version {version} in {project}/{domain}", page)
+        return {t.task_id.name: t for t in found if t.task_id.version == version}
+
+    # -- projects and uploads (ProjectService, DataProxyService) ----------------------------------------
+
+    @property
+    def _projects(self) -> ProjectCalls:
+        raise Unsupported(f"control plane {self.label} has no ProjectService")
+
+    def _dataproxy(self, project: str, domain: str, org: str) -> DataProxyCalls:
+        """The data proxy serving uploads for this project/domain (a plane may route them elsewhere)."""
+        raise Unsupported(f"control plane {self.label} has no DataProxyService")
+
+    def has_project(self, project: str, org: str) -> bool | None:
+        """Whether the plane has `project`; None when it cannot say (it serves no ProjectService)."""
+        request = ps.GetProjectRequest(id=project, org=org)
+        try:
+            self._call(
+                f"look up project {project}",
+                lambda: self._projects.get_project(request),
+                tolerate=(Code.NOT_FOUND, Code.UNIMPLEMENTED),
+                service="ProjectService",
+            )
+        except _Tolerated as exc:
+            cause = exc.__cause__
+            return None if isinstance(cause, ConnectError) and cause.code == Code.UNIMPLEMENTED else False
+        return True
+
+    def create_project(self, project: str, org: str, *, description: str = "") -> bool:
+        """Create `project`; False when it exists already."""
+        request = ps.CreateProjectRequest(
+            project=ps.Project(id=project, name=project, description=description, org=org)
+        )
+        try:
+            self._call(
+                f"create project {project}",
+                lambda: self._projects.create_project(request),
+                tolerate=(Code.ALREADY_EXISTS,),
+                service="ProjectService",
+            )
+        except _Tolerated:
+            return False
+        return True
+
+    def upload_location(
+        self, *, project: str, domain: str, org: str, filename: str, md5: bytes, size: int, root: str = ""
+    ) -> UploadLocation:
+        """A signed URL for one upload of `size` bytes with this MD5 (CreateUploadLocation, as `flyte`
+        uploads code bundles); the object is stored under `root`/`filename` of the project/domain."""
+        expires = duration_pb2.Duration(seconds=UPLOAD_EXPIRES_IN_S)
+        request = dp.CreateUploadLocationRequest(
+            project=project,
+            domain=domain,
+            org=org,
+            filename=filename,
+            filename_root=root,
+            content_md5=md5,
+            content_length=size,
+            expires_in=expires,
+            add_content_md5_metadata=True,
+        )
+        response = self._call(
+            f"get an upload location for {filename} in {project}/{domain}",
+            lambda: self._dataproxy(project, domain, org).create_upload_location(request),
+            service="DataProxyService",
+        )
+        return UploadLocation(
+            signed_url=response.signed_url, native_url=response.native_url, headers=dict(response.headers)
+        )
+
     # -- plumbing ---------------------------------------------------------------------------------------
 
     def _all_pages(self, what: str, page: Callable[[str], tuple[list[_T], str]]) -> list[_T]:
@@ -190,7 +313,14 @@ class ControlPlane(ABC):
             if not token:
                 return items
 
-    def _call(self, what: str, rpc: Callable[[], _T], *, tolerate: tuple[Code, ...] = ()) -> _T:
+    def _call(
+        self,
+        what: str,
+        rpc: Callable[[], _T],
+        *,
+        tolerate: tuple[Code, ...] = (),
+        service: str = "TaskService",
+    ) -> _T:
         for attempt in range(1, self._attempts + 1):
             try:
                 return rpc()
@@ -200,10 +330,10 @@ class ControlPlane(ABC):
                 if exc.code == Code.UNAVAILABLE and attempt < self._attempts:
                     time.sleep(self._backoff_s * 2 ** (attempt - 1))
                     continue
-                raise self._error(what, exc, attempt) from exc
+                raise self._error(what, exc, attempt, service) from exc
         raise AssertionError("unreachable")
 
-    def _error(self, what: str, exc: ConnectError, attempts: int) -> ControlPlaneError:
+    def _error(self, what: str, exc: ConnectError, attempts: int, service: str) -> ControlPlaneError:
         reason = without_secrets(exc.message or exc.code.name, self._address)
         if exc.code == Code.UNAVAILABLE:
             return ControlPlaneError(
@@ -216,7 +346,7 @@ class ControlPlane(ABC):
             )
         if exc.code == Code.UNIMPLEMENTED:
             return ControlPlaneError(
-                f"{self.label} does not serve flyteidl2 TaskService (cannot {what}: {reason}); "
+                f"{self.label} does not serve flyteidl2 {service} (cannot {what}: {reason}); "
                 "is --endpoint a Flyte 2 control plane?"
             )
         return ControlPlaneError(f"control plane {self.label} refused to {what}: {exc.code.name}: {reason}")

@@ -10,13 +10,12 @@ UNIMPLEMENTED, which the client reads as "cannot delete".
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from connectrpc.client import ConnectClientSync
+from connectrpc.client import ConnectClient, ConnectClientSync
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
-from connectrpc.interceptor import InterceptorSync
 from connectrpc.method import IdempotencyLevel, MethodInfo
 from connectrpc.request import RequestContext
 from connectrpc.server import ConnectWSGIApplication, EndpointSync
@@ -61,11 +60,11 @@ class _PreviewWSGIApplication(ConnectWSGIApplication):
         return f"/{SERVICE}"
 
 
-def wsgi_app(handler: PreviewService, interceptors: Iterable[InterceptorSync]) -> ConnectWSGIApplication:
+def wsgi_app(handler: PreviewService, **options: Any) -> ConnectWSGIApplication:
+    """The service's WSGI application; `options` as the generated applications take them
+    (interceptors, read_max_bytes, compressions)."""
     endpoint = EndpointSync.unary(method=DELETE_VERSIONS, function=handler.delete_versions)
-    return _PreviewWSGIApplication(
-        endpoints={f"/{SERVICE}/{DELETE_VERSIONS.name}": endpoint}, interceptors=interceptors
-    )
+    return _PreviewWSGIApplication(endpoints={f"/{SERVICE}/{DELETE_VERSIONS.name}": endpoint}, **options)
 
 
 class PreviewServiceClientSync(ConnectClientSync):
@@ -73,5 +72,16 @@ class PreviewServiceClientSync(ConnectClientSync):
         self, request: Struct, *, headers: Mapping[str, str] | None = None, timeout_ms: int | None = None
     ) -> Struct:
         return self.execute_unary(
+            request=request, method=DELETE_VERSIONS, headers=headers, timeout_ms=timeout_ms
+        )
+
+
+class PreviewServiceClient(ConnectClient):
+    """The async client (what the flyte SDK's sessions build), sibling of the sync one."""
+
+    async def delete_versions(
+        self, request: Struct, *, headers: Mapping[str, str] | None = None, timeout_ms: int | None = None
+    ) -> Struct:
+        return await self.execute_unary(
             request=request, method=DELETE_VERSIONS, headers=headers, timeout_ms=timeout_ms
         )

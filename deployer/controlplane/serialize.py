@@ -11,6 +11,12 @@ Two inputs are made deterministic where flyte reads process state:
   `sys.path` holds in this process, and is deduplicated (flyte repeats an entry as often as it
   appears in `sys.path`).
 
+A deploy serializes each task once, before images are built or the bundle uploaded, with placeholder
+image and bundle references (`placeholder_image`, `PLACEHOLDER_BUNDLE`); `fill_references` then puts the
+real ones in (the image of each task, the `--image-cache` lookup, the `--tgz` bundle), which gives the
+same bytes as serializing with the real references (a test holds us to it). flyte's serializer reads the
+images and the bundle only to write those strings.
+
 These are internal SDK APIs, reached through `deployer.sdk` (which `sdk_internals_check()` covers).
 """
 
@@ -79,20 +85,103 @@ def task_specs(
         root_dir=root_dir,
     )
     sys_path_env = _sys_path_env(root_dir, sys_paths)
+    tasks = [_with_env_vars(task, sys_path_env) for task in env.tasks.values()]
+    defaults = _run(_default_inputs(env.name, tasks))
     specs = []
-    for task in env.tasks.values():
+    with sdk.git_status_once():
+        for task, default_inputs in zip(tasks, defaults, strict=True):
+            try:
+                specs.append(_serialize(task, context, default_inputs))
+            except DeployError:
+                raise
+            except Exception as exc:
+                raise _task_error(env.name, task, exc) from exc
+    return specs
+
+
+async def _default_inputs(env_name: str, tasks: Sequence[Any]) -> list[Any]:
+    """Every task's default inputs, in one event loop (a loop per task costs more than the conversion)."""
+    found = []
+    for task in tasks:
         try:
-            task = _with_env_vars(task, sys_path_env)
-            default_inputs = _run(sdk.upload_default_inputs(task.interface))
-            specs.append(_serialize(task, context, default_inputs))
+            found.append(await sdk.upload_default_inputs(task.interface))
         except DeployError:
             raise
         except Exception as exc:
-            raise PlanError(
-                f"cannot serialize task {task.name} of environment {env.name}: {_one_line(exc)}",
-                file=str(task.source_file) if getattr(task, "source_file", None) else None,
-            ) from exc
-    return specs
+            raise _task_error(env_name, task, exc) from exc
+    return found
+
+
+def _task_error(env_name: str, task: Any, exc: BaseException) -> PlanError:
+    return PlanError(
+        f"cannot serialize task {task.name} of environment {env_name}: {_one_line(exc)}",
+        file=str(task.source_file) if getattr(task, "source_file", None) else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- references
+
+PLACEHOLDER_BUNDLE = "flyte-deploy.invalid/placeholder/bundle.tar.gz"
+
+
+def placeholder_image(index: int) -> str:
+    """A unique image reference that cannot occur in a real spec, filled in by `fill_references`."""
+    return f"flyte-deploy.invalid/placeholder/{index}:image"
+
+
+def image_cache_transport(lookup: Mapping[str, str]) -> str:
+    """The `--image-cache` argument flyte writes for this {env name: image} lookup."""
+    return str(sdk.image_cache(dict(sorted(lookup.items()))).to_transport)
+
+
+def fill_references(specs: Sequence[TaskSpec], replacements: Mapping[str, str]) -> list[TaskSpec]:
+    """Copies of `specs` with every occurrence of each key of `replacements` (a placeholder) replaced, in
+    every string field at any depth (container image and args, pod specs, metadata)."""
+    filled = []
+    for spec in specs:
+        copy_ = TaskSpec()
+        copy_.CopyFrom(spec)
+        _replace_strings(copy_, replacements)
+        filled.append(copy_)
+    return filled
+
+
+def _replace_strings(message: Any, replacements: Mapping[str, str]) -> None:
+    from google.protobuf.descriptor import FieldDescriptor
+
+    for field, value in message.ListFields():
+        if field.type == FieldDescriptor.TYPE_STRING:
+            if field.is_repeated:
+                new = [_replaced(v, replacements) for v in value]
+                if new != list(value):
+                    del value[:]
+                    value.extend(new)
+            else:
+                new_value = _replaced(value, replacements)
+                if new_value != value:
+                    setattr(message, field.name, new_value)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                value_field = field.message_type.fields_by_name["value"]
+                if value_field.type == FieldDescriptor.TYPE_MESSAGE:
+                    for item in value.values():
+                        _replace_strings(item, replacements)
+                elif value_field.type == FieldDescriptor.TYPE_STRING:
+                    for key in list(value):
+                        value[key] = _replaced(value[key], replacements)
+            elif field.is_repeated:
+                for item in value:
+                    _replace_strings(item, replacements)
+            else:
+                _replace_strings(value, replacements)
+
+
+def _replaced(text: str, replacements: Mapping[str, str]) -> str:
+    if "flyte-deploy.invalid/placeholder/" not in text and text not in replacements:
+        return text
+    for old, new in replacements.items():
+        text = text.replace(old, new)
+    return text
 
 
 def _one_line(exc: BaseException) -> str:

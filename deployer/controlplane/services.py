@@ -9,15 +9,31 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from connectrpc.compression import Compression
 from connectrpc.interceptor import InterceptorSync
+from flyteidl2.auth.auth_service_connect import AuthMetadataServiceWSGIApplication
+from flyteidl2.auth.identity_connect import IdentityServiceWSGIApplication
+from flyteidl2.cluster.service_connect import ClusterServiceWSGIApplication
+from flyteidl2.dataproxy.dataproxy_service_connect import DataProxyServiceWSGIApplication
+from flyteidl2.project.project_service_connect import ProjectServiceWSGIApplication
 from flyteidl2.task.task_service_connect import TaskServiceWSGIApplication
 
 from deployer.controlplane import preview_service
+from deployer.controlplane.auth import Auth, AuthConfig
+from deployer.controlplane.auth_service import AuthMetadataService, IdentityService
+from deployer.controlplane.blobs import Blobs, FileBlobs
+from deployer.controlplane.cluster_service import ClusterService
+from deployer.controlplane.dataproxy_service import DEFAULT_MAX_UPLOAD_BYTES, DataProxyService
 from deployer.controlplane.preview_service import PreviewService
+from deployer.controlplane.project_service import ProjectService
 from deployer.controlplane.store import TaskStore
 from deployer.controlplane.task_service import TaskService
+
+BUNDLES_DIR = "bundles"
+"""Default data-proxy storage: `STATE_DIR/bundles` (file storage)."""
 
 
 @dataclass(frozen=True)
@@ -27,15 +43,57 @@ class Handlers:
     tasks: TaskService
     previews: PreviewService
 
+    # -- projects, uploads and auth (the protocol a Flyte client speaks besides TaskService) ----------
+    projects: ProjectService
+    dataproxy: DataProxyService
+    clusters: ClusterService
+    auth_metadata: AuthMetadataService
+    identity: IdentityService
+
     @classmethod
-    def over(cls, store: TaskStore) -> Handlers:
-        return cls(tasks=TaskService(store), previews=PreviewService(store))
+    def over(
+        cls,
+        store: TaskStore,
+        *,
+        blobs: Blobs | None = None,
+        auth: Auth | None = None,
+        max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+        public_url: str | None = None,
+    ) -> Handlers:
+        blobs = blobs or FileBlobs(Path(store.state_dir) / BUNDLES_DIR)
+        return cls(
+            tasks=TaskService(store),
+            previews=PreviewService(store),
+            projects=ProjectService(store),
+            dataproxy=DataProxyService(store, blobs, max_upload_bytes=max_upload_bytes, base_url=public_url),
+            clusters=ClusterService(),
+            auth_metadata=AuthMetadataService(auth or Auth(AuthConfig())),
+            identity=IdentityService(),
+        )
 
 
-def wsgi_apps(handlers: Handlers, interceptors: Iterable[InterceptorSync]) -> dict[str, Any]:
+def wsgi_apps(
+    handlers: Handlers,
+    interceptors: Iterable[InterceptorSync],
+    *,
+    read_max_bytes: int | None = None,
+    compressions: Iterable[Compression] | None = None,
+) -> dict[str, Any]:
     """{service path prefix: WSGI application} for every service the plane implements."""
     chain = list(interceptors)
+    options: dict[str, Any] = {"interceptors": chain, "read_max_bytes": read_max_bytes}
+    if compressions is not None:
+        options["compressions"] = list(compressions)
     return {
-        "/flyteidl2.task.TaskService/": TaskServiceWSGIApplication(handlers.tasks, interceptors=chain),
-        f"/{preview_service.SERVICE}/": preview_service.wsgi_app(handlers.previews, chain),
+        "/flyteidl2.task.TaskService/": TaskServiceWSGIApplication(handlers.tasks, **options),
+        "/flyteidl2.project.ProjectService/": ProjectServiceWSGIApplication(handlers.projects, **options),
+        "/flyteidl2.dataproxy.DataProxyService/": DataProxyServiceWSGIApplication(
+            handlers.dataproxy, **options
+        ),
+        "/flyteidl2.cluster.ClusterService/": ClusterServiceWSGIApplication(handlers.clusters, **options),
+        "/flyteidl2.auth.AuthMetadataService/": AuthMetadataServiceWSGIApplication(
+            handlers.auth_metadata, **options
+        ),
+        "/flyteidl2.auth.IdentityService/": IdentityServiceWSGIApplication(handlers.identity, **options),
+        f"/{preview_service.SERVICE}/": preview_service.wsgi_app(handlers.previews, **options),
     }

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from deployer.errors import ControlPlaneError
 
 DB_NAME = "controlplane.sqlite3"
 _BUSY_TIMEOUT_S = 30.0
+_POOL_SIZE = 16
 
 # Schema N is reached by running migrations 1..N in order, each in the transaction that records it, so a
 # state dir written by an older flyte-deploy is upgraded in place and a newer one is refused.
@@ -53,6 +55,21 @@ CREATE TABLE IF NOT EXISTS tasks (
     PRIMARY KEY (project, domain, name, version)
 );
 CREATE INDEX IF NOT EXISTS tasks_by_time ON tasks (project, domain, name, deployed_at_ns);
+""",
+    # Projects (flyteidl2 ProjectService): a deploy to a project the plane does not have is refused. A state
+    # dir written before projects existed keeps working: every project it holds tasks of is created.
+    """
+CREATE TABLE IF NOT EXISTS projects (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    labels BLOB NOT NULL,
+    state INTEGER NOT NULL,
+    created_at_ns INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_by_version ON tasks (project, domain, version);
+INSERT OR IGNORE INTO projects (id, name, description, labels, state, created_at_ns)
+    SELECT DISTINCT project, project, '', x'', 0, 0 FROM tasks;
 """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -99,6 +116,17 @@ class StoredTask:
         return [TaskTrigger.FromString(b) for b in self.trigger_bytes]
 
 
+@dataclass(frozen=True)
+class StoredProject:
+    id: str
+    name: str
+    description: str
+    labels: dict[str, str]
+    state: int
+    """flyteidl2 `ProjectState` (0: active, 1: archived)."""
+    created_at_ns: int
+
+
 class PutOutcome(enum.StrEnum):
     registered = "registered"
     unchanged = "unchanged"
@@ -111,9 +139,11 @@ class TaskStore:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / DB_NAME
+        self._pool: list[sqlite3.Connection] = []
+        self._pool_lock = threading.Lock()
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
-            _ignore_in_git(self.state_dir)
+            ignore_in_git(self.state_dir)
         except OSError as exc:
             raise ControlPlaneError(f"cannot create control plane state dir {self.state_dir}: {exc}") from exc
         with self._connect() as db:
@@ -163,7 +193,50 @@ class TaskStore:
             ).fetchall()
         return [_stored(r) for r in rows]
 
+    def create_project(self, project: StoredProject) -> bool:
+        """Record a project; False when one with that id exists already (nothing is changed)."""
+        with self._connect() as db, _write(db):
+            cursor = db.execute(
+                f"INSERT OR IGNORE INTO projects ({_PROJECT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                _project_row(project),
+            )
+            return cursor.rowcount == 1
+
+    def update_project(self, project: StoredProject) -> bool:
+        """Replace a project's name, description, labels and state; False when there is no such project."""
+        with self._connect() as db, _write(db):
+            cursor = db.execute(
+                "UPDATE projects SET name = ?, description = ?, labels = ?, state = ? WHERE id = ?",
+                (project.name, project.description, _pack_labels(project.labels), project.state, project.id),
+            )
+            return cursor.rowcount == 1
+
     # -- reads -------------------------------------------------------------------------------
+
+    def get_project(self, project_id: str) -> StoredProject | None:
+        with self._connect() as db:
+            row = db.execute(
+                f"SELECT {_PROJECT_COLUMNS} FROM projects WHERE id = ?", (project_id,)
+            ).fetchone()
+        return _stored_project(row) if row else None
+
+    def list_projects(self) -> list[StoredProject]:
+        """Every project, oldest first."""
+        with self._connect() as db:
+            rows = db.execute(
+                f"SELECT {_PROJECT_COLUMNS} FROM projects ORDER BY created_at_ns, id"
+            ).fetchall()
+        return [_stored_project(r) for r in rows]
+
+    def tasks_at_version(self, *, project: str, domain: str, version: str) -> list[StoredTask]:
+        """Every task registered under `version` in a project/domain, oldest deploy first."""
+        with self._connect() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM tasks WHERE project = ? AND domain = ? AND version = ?"
+                " ORDER BY deployed_at_ns, rowid",
+                (project, domain, version),
+            ).fetchall()
+        return [_stored(r) for r in rows]
 
     def get(self, key: TaskKey) -> StoredTask | None:
         with self._connect() as db:
@@ -184,6 +257,25 @@ class TaskStore:
                 params,
             ).fetchall()
         return [_stored(r) for r in rows]
+
+    def all_tasks(self, *, project: str | None = None, domain: str | None = None) -> list[StoredTask]:
+        """Every version of every task in the scope, oldest deploy first."""
+        where, params = _scope(project, domain)
+        with self._connect() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM tasks AS t WHERE {where} ORDER BY t.deployed_at_ns, t.rowid", params
+            ).fetchall()
+        return [_stored(r) for r in rows]
+
+    def count_names(self, *, project: str | None = None, domain: str | None = None) -> int:
+        """How many distinct task names the scope holds."""
+        where, params = _scope(project, domain)
+        with self._connect() as db:
+            row = db.execute(
+                f"SELECT COUNT(*) FROM (SELECT DISTINCT project, domain, name FROM tasks AS t WHERE {where})",
+                params,
+            ).fetchone()
+        return int(row[0])
 
     def versions(self, *, org: str = "", project: str, domain: str, name: str) -> list[StoredTask]:
         """Every version of one task, newest first."""
@@ -210,18 +302,42 @@ class TaskStore:
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        # A connection per call: calls come from many server threads and sqlite3 connections
-        # must not be shared across threads; opening one costs ~50 µs.
+        # Connections are pooled, one call at a time each: calls come from many server threads (a thread
+        # per HTTP connection), and closing the last connection of a WAL database checkpoints it, which
+        # costs milliseconds per call.
+        with self._pool_lock:
+            db = self._pool.pop() if self._pool else None
+        if db is None:
+            try:
+                db = sqlite3.connect(
+                    self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+                )
+            except sqlite3.Error as exc:
+                raise ControlPlaneError(f"cannot open control plane state {self.path}: {exc}") from exc
+            fresh = True
+        else:
+            fresh = False
+        healthy = False
         try:
-            db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise ControlPlaneError(f"cannot open control plane state {self.path}: {exc}") from exc
-        try:
-            db.execute("PRAGMA synchronous=NORMAL")
+            if fresh:
+                db.execute("PRAGMA synchronous=NORMAL")
             yield db
+            healthy = not db.in_transaction
         except sqlite3.DatabaseError as exc:
             raise ControlPlaneError(f"control plane state {self.path}: {exc}") from exc
         finally:
+            with self._pool_lock:
+                keep = healthy and len(self._pool) < _POOL_SIZE
+                if keep:
+                    self._pool.append(db)
+            if not keep:
+                db.close()
+
+    def close(self) -> None:
+        """Close the pooled connections (a later call opens new ones)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, []
+        for db in pool:
             db.close()
 
     @staticmethod
@@ -267,7 +383,7 @@ def _enable_wal(db: sqlite3.Connection) -> None:
         pause = min(pause * 2, 0.2)
 
 
-def _ignore_in_git(state_dir: Path) -> None:
+def ignore_in_git(state_dir: Path) -> None:
     """The default state dir lives inside the user's checkout: keep it out of `git status`, of the
     dirty-tree check that picks the version, and of `copy_style=all` bundles."""
     marker = state_dir / ".gitignore"
@@ -330,6 +446,35 @@ def _stored(row: Sequence[Any]) -> StoredTask:
         deployed_at_ns=int(at),
         trigger_bytes=_unpack(bytes(triggers)),
     )
+
+
+_PROJECT_COLUMNS = "id, name, description, labels, state, created_at_ns"
+
+
+def _project_row(p: StoredProject) -> tuple[object, ...]:
+    return (p.id, p.name, p.description, _pack_labels(p.labels), p.state, p.created_at_ns)
+
+
+def _stored_project(row: Sequence[Any]) -> StoredProject:
+    project_id, name, description, labels, state, created = row
+    return StoredProject(
+        id=str(project_id),
+        name=str(name),
+        description=str(description),
+        labels=_unpack_labels(bytes(labels)),
+        state=int(state),
+        created_at_ns=int(created),
+    )
+
+
+def _pack_labels(labels: dict[str, str]) -> bytes:
+    items = sorted(labels.items())
+    return _pack([part.encode() for pair in items for part in pair])
+
+
+def _unpack_labels(data: bytes) -> dict[str, str]:
+    parts = [p.decode() for p in _unpack(data)]
+    return dict(zip(parts[::2], parts[1::2], strict=True))
 
 
 def _pack(items: Sequence[bytes]) -> bytes:

@@ -2,12 +2,14 @@
 
 Served through the generated `TaskServiceWSGIApplication` (see `server.py`). Behaviour a client can
 rely on:
-- DeployTask registers a (project, domain, name, version) once. Deploying an existing version
+- DeployTask registers a (project, domain, name, version) once, into a project the plane has
+  (NOT_FOUND otherwise, as on Flyte's backend: see `project_service.py`). Deploying an existing version
   again answers ALREADY_EXISTS, saying whether the stored spec is identical (a no-op) or different
   (refused: versions are immutable). The flyte SDK treats ALREADY_EXISTS as "skipping".
 - GetTaskDetails answers NOT_FOUND for an unknown task or version.
-- ListTasks lists the latest version of each task in a project/domain (or a whole org), ListVersions
-  every version of one task, newest first; both page with an offset token.
+- ListTasks lists the latest version of each task in a project/domain (or a whole org) among the
+  versions its filters select (a `version` filter lists every task of that version, as on Flyte's
+  backend), ListVersions every version of one task, newest first; both page with an offset token.
 - Malformed identifiers, versions and list options answer INVALID_ARGUMENT naming the field.
 - It is single-tenant: `org` is accepted and echoed but scopes nothing (see `store.py`).
 """
@@ -69,6 +71,8 @@ class TaskService:
     ) -> ts.DeployTaskResponse:
         validate_deploy(request)
         key = _key(request.task_id)
+        if self.store.get_project(key.project) is None:
+            raise ConnectError(Code.NOT_FOUND, f"project {key.project!r} not found")
         outcome, stored = self.store.put(key, request.spec, request.triggers)
         if outcome is PutOutcome.unchanged:
             raise ConnectError(Code.ALREADY_EXISTS, f"task {key} already exists with an identical spec")
@@ -98,13 +102,20 @@ class TaskService:
         if request.WhichOneof("scope_by") == "project_id":
             pid = request.project_id
             org = pid.organization
-            found = self.store.latest_tasks(org=org, project=pid.name, domain=pid.domain)
+            project: str | None = pid.name
+            domain: str | None = pid.domain
         else:
-            org = request.org
-            found = self.store.latest_tasks(org=org)
-        total = len(found)
-        found = [t for t in found if _known_filters_match(t, request.known_filters)]
-        found = _filter_and_sort(found, request.request, default_sort=("created_at", False))
+            org, project, domain = request.org, None, None
+        version = _exact_version(request.request)
+        if version is not None and project and domain:
+            # The one filter a deploy's bulk check sends: answered from the (project, domain, version) index.
+            candidates = self.store.tasks_at_version(project=project, domain=domain, version=version)
+        else:
+            candidates = self.store.all_tasks(project=project, domain=domain)
+        total = self.store.count_names(project=project, domain=domain)
+        found = [t for t in candidates if _known_filters_match(t, request.known_filters)]
+        found = _latest_per_name(_filtered(found, request.request))
+        found = _sorted(found, request.request, default_sort=("created_at", False))
         page, token = _page(found, request.request)
         return ts.ListTasksResponse(
             tasks=[td.Task(task_id=_task_id(t.key, org), metadata=_metadata(t)) for t in page],
@@ -170,6 +181,28 @@ def _known_filters_match(t: StoredTask, filters: Sequence[ts.ListTasksRequest.Kn
 def _filter_and_sort(
     tasks: list[StoredTask], options: list_pb2.ListRequest, *, default_sort: tuple[str, bool]
 ) -> list[StoredTask]:
+    return _sorted(_filtered(tasks, options), options, default_sort=default_sort)
+
+
+def _exact_version(options: list_pb2.ListRequest) -> str | None:
+    for f in options.filters:
+        if f.field == "version" and f.function == _F.EQUAL and len(f.values) == 1:
+            return str(f.values[0])
+    return None
+
+
+def _latest_per_name(tasks: list[StoredTask]) -> list[StoredTask]:
+    """The most recently deployed row of each (project, domain, name), in the order given."""
+    latest: dict[tuple[str, str, str], StoredTask] = {}
+    for t in tasks:
+        k = (t.key.project, t.key.domain, t.key.name)
+        if k not in latest or t.deployed_at_ns >= latest[k].deployed_at_ns:
+            latest[k] = t
+    kept = {id(t) for t in latest.values()}
+    return [t for t in tasks if id(t) in kept]
+
+
+def _filtered(tasks: list[StoredTask], options: list_pb2.ListRequest) -> list[StoredTask]:
     if options.raw_filters:
         raise ConnectError(Code.INVALID_ARGUMENT, "request.raw_filters: not supported, use request.filters")
     for f in options.filters:
@@ -186,7 +219,12 @@ def _filter_and_sort(
             raise ConnectError(Code.INVALID_ARGUMENT, f"request.filters: {f.field} filter has no values")
         get = _FIELDS[f.field]
         tasks = [t for t in tasks if test(get(t), list(f.values))]
+    return tasks
 
+
+def _sorted(
+    tasks: list[StoredTask], options: list_pb2.ListRequest, *, default_sort: tuple[str, bool]
+) -> list[StoredTask]:
     sorts = list(options.sort_by_fields) or ([options.sort_by] if options.HasField("sort_by") else [])
     if not sorts:
         key, descending = default_sort
@@ -212,9 +250,9 @@ def _page(tasks: list[StoredTask], options: list_pb2.ListRequest) -> tuple[list[
 def _offset(token: str) -> int:
     if not token:
         return 0
-    if not token.isdigit():
+    if not token.isdigit() or len(token) > 12:
         raise ConnectError(
-            Code.INVALID_ARGUMENT, f"request.token: {token!r} is not a token this server issued"
+            Code.INVALID_ARGUMENT, f"request.token: {token[:40]!r} is not a token this server issued"
         )
     return int(token)
 
@@ -228,6 +266,17 @@ class RequestSummary:
 
 
 def summarize(method: str, request: object) -> RequestSummary:
+    """The method and what it is about (for the request log; the server escapes and shortens it)."""
+    from flyteidl2.dataproxy import dataproxy_service_pb2 as dp
+    from flyteidl2.project import project_service_pb2 as ps
+
+    if isinstance(request, dp.CreateUploadLocationRequest):
+        parts = (request.project, request.domain, request.filename_root, request.filename)
+        return RequestSummary(method, "/".join(p for p in parts if p))
+    if isinstance(request, ps.GetProjectRequest):
+        return RequestSummary(method, request.id)
+    if isinstance(request, ps.CreateProjectRequest | ps.UpdateProjectRequest):
+        return RequestSummary(method, request.project.id)
     if isinstance(request, ts.DeployTaskRequest | ts.GetTaskDetailsRequest):
         return RequestSummary(method, str(_key_unchecked(request.task_id)))
     if isinstance(request, ts.ListVersionsRequest):

@@ -7,6 +7,10 @@ Two deliberate differences:
   the flyte SDK sends `org=""` when none is configured (`flyte deploy` against us must work);
 - a version must also be made of `[A-Za-z0-9._-]`, the characters every Flyte version, image tag
   and URL path segment can carry (`+` from semver build metadata, `/` or spaces are refused).
+
+And size limits, so one request cannot fill the database: a spec of at most `MAX_SPEC_BYTES` encoded,
+no string or bytes field in it longer than `MAX_FIELD_BYTES` (a real spec's longest is the gzipped
+image lookup: kilobytes), both INVALID_ARGUMENT naming the field.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from flyteidl2.task.task_service_pb2 import DeployTaskRequest
 from google.protobuf.message import Message
 
 VERSION_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,63}")
+MAX_SPEC_BYTES = 1 << 20
+MAX_FIELD_BYTES = 64 << 10
 
 _ORG_FIELDS = {"org", "organization"}
 
@@ -43,6 +49,18 @@ def validate_version(version: str, *, field: str = "task_id.version") -> None:
 
 
 def validate_deploy(request: DeployTaskRequest) -> None:
+    size = request.spec.ByteSize()
+    if size > MAX_SPEC_BYTES:
+        raise ConnectError(
+            Code.INVALID_ARGUMENT, f"spec: {size} bytes encoded, more than the {MAX_SPEC_BYTES} allowed"
+        )
+    oversized = _oversized_field(request.spec, "spec")
+    if oversized is not None:
+        path, length = oversized
+        raise ConnectError(
+            Code.INVALID_ARGUMENT,
+            f"{path}: {length} bytes, more than the {MAX_FIELD_BYTES} allowed in one field",
+        )
     validate(request)
     validate_version(request.task_id.version)
     template_id = request.spec.task_template.id
@@ -71,3 +89,33 @@ def _empty_org(violation: protovalidate.Violation, request: Message) -> bool:
     for element in elements:
         value = getattr(value, element.field_name, None)
     return value == ""
+
+
+def _oversized_field(message: Message, path: str) -> tuple[str, int] | None:
+    """The first string/bytes field (depth first) longer than `MAX_FIELD_BYTES`, with its path."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    for field, value in message.ListFields():
+        where = f"{path}.{field.name}"
+        if field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+            for item in value if field.is_repeated else (value,):
+                if len(item) > MAX_FIELD_BYTES:
+                    return where, len(item)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type is not None and field.message_type.GetOptions().map_entry:
+                items = list(value.items())
+                for key, item in items:
+                    if len(str(key)) > MAX_FIELD_BYTES:
+                        return f"{where}[key]", len(str(key))
+                    if isinstance(item, Message):
+                        found = _oversized_field(item, f"{where}[{str(key)[:40]}]")
+                        if found:
+                            return found
+                    elif isinstance(item, str | bytes) and len(item) > MAX_FIELD_BYTES:
+                        return f"{where}[{str(key)[:40]}]", len(item)
+            else:
+                for index, item in enumerate(value if field.is_repeated else (value,)):
+                    found = _oversized_field(item, f"{where}[{index}]" if field.is_repeated else where)
+                    if found:
+                        return found
+    return None
