@@ -100,7 +100,8 @@ def test_the_action_reports_an_import_that_ends_the_process(
         "push",
         payload,
         runner_dir=tmp_path / "runner",
-        inputs={"path": "app.py", "all": "true", "mode": "bundle"},
+        # An endpoint is needed to deploy; the import ends the run before it is ever called.
+        inputs={"path": "app.py", "all": "true", "mode": "bundle", "endpoint": "dns:///flyte.invalid:443"},
         env={"GITHUB_REF": "refs/heads/main", "GITHUB_SHA": repo.head_sha, "GITHUB_REPOSITORY": "acme/app"},
     )
     assert run.code == 1, run.log

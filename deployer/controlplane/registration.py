@@ -6,11 +6,11 @@ once, and nothing to serialize or register when the control plane already holds 
 - A deploy's `fingerprint` is a hash of everything its specs are made of (the plan, the code files it
   loaded, the images (by digest, or by build identity for those built here), the bundle digest, the git
   source link, the SDK and flyte-deploy versions), computed without serializing anything. After a
-  deploy lands, a `Receipt` records the fingerprint for (control plane, org, project, domain,
-  version) in the state dir. When the receipt matches and the bulk check finds every task, the deploy is already there: nothing is serialized,
-  uploaded or registered (images to build are looked up as always, and must be the ones registered).
-  Without a receipt (a fresh CI machine) the deploy takes the full path,
-  where identical tasks come back "unchanged" and different ones are refused.
+  deploy lands, a `Receipt` records the fingerprint for (control plane, org, project, domain, version)
+  in the state dir. When the receipt matches and the bulk check finds every task, the deploy is
+  already there: nothing is serialized, uploaded or registered (images to build are looked up as
+  always, and must be the ones registered). Without a receipt (a fresh CI machine) the deploy takes the
+  full path, where identical tasks come back "unchanged" and different ones are refused.
 - `register`: tasks the plane holds under this version are compared by spec digest (a different one
   refuses the whole deploy before anything is written); the others are registered level by level of
   the dependency graph, every environment of a level at once, `plane.concurrency` calls in flight.
