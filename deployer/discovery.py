@@ -1,5 +1,9 @@
-"""Find the `flyte.TaskEnvironment` objects to deploy by importing the user's code, as `flyte deploy`
-does: `FILE VAR`, `--all FILE`, `--recursive DIR`, with `--root-dir` as the import root.
+"""Find the environments to deploy by importing the user's code, as `flyte deploy` does: `FILE VAR`,
+`--all FILE`, `--recursive DIR`, with `--root-dir` as the import root.
+
+Deployable environments are what `flyte deploy` has a deployer for: `flyte.TaskEnvironment` (tasks) and
+`flyte.app.AppEnvironment` (apps, with its subclasses such as `ConnectorEnvironment`); any other
+`flyte.Environment` found is skipped with a warning.
 
 Each file is imported under its dotted path relative to root_dir (the name the task resolver uses in
 the container), with root_dir first on `sys.path` and `flyte.current_domain()`/`current_project()`
@@ -19,8 +23,10 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType, TracebackType
+from typing import TypeGuard
 
 import flyte
+import flyte.app
 
 from deployer import sdk, supervise
 from deployer.bundle.ignore import IgnoreRules
@@ -41,6 +47,16 @@ _LOCK = threading.RLock()
 # Module names the previous discovery imported from the project under its root_dir.
 _OWNED: set[str] = set()
 _FLYTE_DIR = Path(flyte.__file__).resolve().parent
+DEPLOYABLE: tuple[type[flyte.Environment], ...] = (flyte.TaskEnvironment, flyte.app.AppEnvironment)
+"""The environment types `flyte deploy` registers a deployer for (flyte/_deployer.py, flyte/app)."""
+
+
+def is_deployable(env: object) -> TypeGuard[flyte.Environment]:
+    return isinstance(env, DEPLOYABLE)
+
+
+def is_app(env: object) -> bool:
+    return isinstance(env, flyte.app.AppEnvironment)
 
 
 def discover(selection: Selection, root_dir: Path, flyte_scope: FlyteScope | None = None) -> Discovery:
@@ -63,21 +79,24 @@ def discover(selection: Selection, root_dir: Path, flyte_scope: FlyteScope | Non
     elif target.is_file() and not (selection.all_envs or selection.recursive):
         raise UsageError(
             f"{_show(target, root_dir)}: name the environment to deploy (FILE VAR) or pass --all; "
-            f"TaskEnvironment variables in it: {_listing(modules[target])}"
+            f"TaskEnvironment or AppEnvironment variables in it: {_listing(modules[target])}"
         )
     else:
-        roots = [e for e in scope.environments if isinstance(e, flyte.TaskEnvironment)]
+        roots = [e for e in scope.environments if is_deployable(e)]
         if not roots:
             where = "under" if target.is_dir() else "in"
             raise DiscoveryError(
-                f"{_show(target, root_dir)}: no flyte.TaskEnvironment found {where} it", file=str(target)
+                f"{_show(target, root_dir)}: no flyte.TaskEnvironment or flyte.app.AppEnvironment found "
+                f"{where} it",
+                file=str(target),
             )
         selected = [_discovered(e, bindings, target) for e in roots]
     _check_unique(selected, root_dir)
     skipped = [
-        f"skipped {type(d.env).__name__} {d.name!r} ({_show(d.file, root_dir)}): only TaskEnvironments deploy"
+        f"skipped {type(d.env).__name__} {d.name!r} ({_show(d.file, root_dir)}): flyte deploys only "
+        "TaskEnvironments and AppEnvironments"
         for d in known
-        if not isinstance(d.env, flyte.TaskEnvironment) and not selection.env_var
+        if not is_deployable(d.env) and not selection.env_var
     ]
     return Discovery(
         root_dir=root_dir,
@@ -351,19 +370,20 @@ def _select_var(target: Path, module: ModuleType, var: str, root_dir: Path) -> f
     shown = _show(target, root_dir)
     if not hasattr(module, var):
         raise DiscoveryError(
-            f"{shown}: no variable {var!r}; TaskEnvironment variables in it: {_listing(module)}",
+            f"{shown}: no variable {var!r}; TaskEnvironment or AppEnvironment variables in it: "
+            f"{_listing(module)}",
             file=str(target),
         )
     value = getattr(module, var)
-    if not isinstance(value, flyte.TaskEnvironment):
+    if not is_deployable(value):
         kind = type(value).__name__
-        message = f"{shown}: {var!r} is of type {kind}, not a flyte.TaskEnvironment"
+        message = f"{shown}: {var!r} is of type {kind}, not a flyte.TaskEnvironment or AppEnvironment"
         raise DiscoveryError(message, file=str(target))
     return value
 
 
 def _listing(module: ModuleType) -> str:
-    envs = sorted(k for k, v in vars(module).items() if isinstance(v, flyte.TaskEnvironment))
+    envs = sorted(k for k, v in vars(module).items() if is_deployable(v))
     return ", ".join(envs) if envs else "none"
 
 

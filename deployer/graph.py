@@ -2,7 +2,8 @@
 
 Flyte walks `depends_on` into a dict and deploys everything at once; we deploy each environment once,
 dependencies first (ties broken by name, so the order never changes between runs), and name the
-cycle when there is one.
+cycle when there is one. Task and app environments share the graph: a task environment may depend on
+an app (its tasks call it) and an app on task environments, in any mix.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import flyte
 
 from deployer import sdk
+from deployer.discovery import is_deployable
 from deployer.errors import GraphError
 from deployer.models import DiscoveredEnv, Discovery, EnvGraph
 
@@ -50,10 +52,10 @@ def _closure(discovery: Discovery, known: dict[int, DiscoveredEnv]) -> dict[str,
             continue
         nodes[node.name] = node
         for dep in sorted(node.env.depends_on, key=lambda e: e.name, reverse=True):
-            if not isinstance(dep, flyte.TaskEnvironment):
+            if not is_deployable(dep):
                 raise GraphError(
                     f"environment {node.name!r} depends on {type(dep).__name__} {dep.name!r}: "
-                    "only TaskEnvironments can be deployed",
+                    "only TaskEnvironments and AppEnvironments can be deployed",
                     file=str(node.file),
                 )
             stack.append(known.get(id(dep)) or _undiscovered(dep, node))

@@ -37,6 +37,19 @@ class Mode(enum.StrEnum):
 
 
 DeployMode = Literal["container", "bundle"]
+EnvKind = Literal["task", "app"]
+"""A `flyte.TaskEnvironment` (tasks, registered by version) or a `flyte.app.AppEnvironment` (one app,
+created or updated in place)."""
+
+
+class TriggerPolicy(enum.StrEnum):
+    """Whether the triggers a deploy registers may fire."""
+
+    as_code = "as-code"
+    """Each trigger is active or not as its `auto_activate` says (releases; default-branch pushes by
+    default)."""
+    inactive = "inactive"
+    """Every trigger is registered inactive (PR previews: a preview never fires a schedule)."""
 
 
 class DiscoveredEnv(Model):
@@ -46,7 +59,7 @@ class DiscoveredEnv(Model):
 
     name: str
     env: Any = Field(exclude=True, repr=False)
-    """The live `flyte.TaskEnvironment` (or subclass) object."""
+    """The live `flyte.TaskEnvironment` or `flyte.app.AppEnvironment` (or subclass) object."""
     var: str | None
     """Module-level variable it is bound to, when there is one."""
     file: Path
@@ -129,15 +142,46 @@ class ImageSpec(Model):
     deployed as-is in every mode, never rebuilt with code."""
 
 
+class PlannedTrigger(Model):
+    """One `flyte.Trigger` of one task, as the plan registers it."""
+
+    task: str
+    """The task's full name (`env.function`)."""
+    name: str
+    schedule: str
+    """How it fires, in words: `cron 0 2 * * * (America/New_York)`, `every 60 minutes`, `on demand`."""
+    timezone: str | None = None
+    inputs: tuple[str, ...] = ()
+    """`name=value` of the inputs it binds (the scheduled time as `name=<trigger time>`)."""
+    auto_activate: bool = True
+    """What the code says."""
+    active: bool = True
+    """What is registered, after the trigger policy."""
+
+
+class PlannedApp(Model):
+    """What an app environment deploys as."""
+
+    name: str
+    """The app's name on the control plane: the environment's name plus the app suffix (previews)."""
+    port: int | None = None
+    type: str | None = None
+
+
 class PlannedEnv(Model):
     name: str
     depends_on: tuple[str, ...]
     tasks: tuple[str, ...]
-    """`env.tasks` function names."""
+    """`env.tasks` function names (none for an app)."""
     image: ImageSpec
     mode: DeployMode
     mode_reason: str
     source_file: Path | None = None
+    kind: EnvKind = "task"
+    triggers: tuple[PlannedTrigger, ...] = ()
+    """Every trigger of every task of the environment, in task order."""
+    app: PlannedApp | None = None
+    """Set for app environments."""
 
 
 class BundleSpec(Model):
@@ -173,6 +217,7 @@ class Plan(Model):
     """Resolved copy style (`auto` → `loaded_modules`); `none` means no bundle."""
     registry: str | None = None
     """Where built images are pushed (`--registry`)."""
+    trigger_policy: TriggerPolicy = TriggerPolicy.as_code
     warnings: tuple[str, ...] = ()
 
 
@@ -213,7 +258,28 @@ class Artifacts(Model):
     images: tuple[BuiltImage, ...] = ()
 
 
-EnvStatus = Literal["registered", "unchanged", "failed", "skipped"]
+EnvStatus = Literal["registered", "updated", "unchanged", "failed", "skipped"]
+"""`updated`: an app that existed with another spec was updated in place (apps are mutable)."""
+
+
+class TriggerDeployment(Model):
+    """A trigger as the control plane holds it after the deploy."""
+
+    task: str
+    name: str
+    schedule: str
+    active: bool
+    revision: int | None = None
+    """The control plane's revision of the trigger, when it reports one."""
+
+
+class AppDeployment(Model):
+    name: str
+    revision: int | None = None
+    url: str | None = None
+    """The public URL, when the control plane reports one."""
+    reason: str | None = None
+    """Why it was updated (names the version and commit)."""
 
 
 class EnvDeployment(Model):
@@ -223,6 +289,11 @@ class EnvDeployment(Model):
     image: str | None = None
     bundle_uri: str | None = None
     error: str | None = None
+    kind: EnvKind = "task"
+    triggers: tuple[TriggerDeployment, ...] = ()
+    removed_triggers: tuple[str, ...] = ()
+    """`task/trigger` names no longer in the code that the deploy removed from the control plane."""
+    app: AppDeployment | None = None
 
 
 class Deployment(Model):
@@ -235,7 +306,7 @@ class Deployment(Model):
 
     @property
     def ok(self) -> bool:
-        return all(e.status in ("registered", "unchanged") for e in self.environments)
+        return all(e.status in ("registered", "updated", "unchanged") for e in self.environments)
 
 
 class Timing(Model):

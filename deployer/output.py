@@ -115,11 +115,12 @@ def emit_plan(plan: Plan, *, as_json: bool) -> None:
             str(index),
             env.name,
             ", ".join(env.depends_on) or "-",
-            "\n".join(env.tasks) or "-",
+            f"app {env.app.name}" if env.app else "\n".join(env.tasks) or "-",
             image,
             f"{env.mode}: {env.mode_reason}",
         )
     console.print(table)
+    _emit_triggers(console, [t for env in plan.environments for t in env.triggers], plan.trigger_policy.value)
     if plan.bundle is None:
         console.print("bundle: none (--copy-style none)", highlight=False)
     else:
@@ -190,17 +191,29 @@ def emit_image_map(mapping: Mapping[str, str], *, as_args: bool) -> None:
         print(json.dumps(dict(mapping), indent=2))
 
 
-def emit_report(report: Report, *, as_json: bool, specs: SpecsByEnv | None = None) -> None:
+def emit_report(
+    report: Report,
+    *,
+    as_json: bool,
+    specs: SpecsByEnv | None = None,
+    triggers: SpecsByEnv | None = None,
+    apps: Mapping[str, dict[str, Any]] | None = None,
+) -> None:
     """A deploy's (or dry run's) summary. `specs`: the JSON form of every TaskSpec a dry run would
-    send, keyed by environment."""
+    send, keyed by environment; `triggers`: of every TaskTrigger, keyed by task; `apps`: of every App,
+    keyed by environment."""
     if as_json:
         document = json.loads(report.model_dump_json())
         if specs is not None:
             document["task_specs"] = {env: list(items) for env, items in specs.items()}
+        if triggers is not None:
+            document["task_triggers"] = {task: list(items) for task, items in triggers.items()}
+        if apps is not None:
+            document["app_specs"] = dict(apps)
         emit_json("deploy", document)
         return
     if report.deployment is not None and report.deployment.dry_run:
-        _emit_dry_run(report, specs or {})
+        _emit_dry_run(report, specs or {}, apps or {})
         return
     console = _console()
     deployment = report.deployment
@@ -212,8 +225,18 @@ def emit_report(report: Report, *, as_json: bool, specs: SpecsByEnv | None = Non
     for column in ("environment", "tasks", "code in", "version", "status"):
         table.add_column(column, overflow="fold")
     for env in deployment.environments if deployment is not None else ():
-        table.add_row(env.name, "\n".join(env.tasks), _where(env), plan.version, _status(env))
+        tasks = (
+            f"app {env.app.name}" + (f"\n{env.app.url}" if env.app.url else "")
+            if env.app
+            else "\n".join(env.tasks)
+        )
+        table.add_row(env.name, tasks, _where(env), plan.version, _status(env))
     console.print(table)
+    if deployment is not None:
+        _emit_triggers(console, [t for env in deployment.environments for t in env.triggers], None)
+        for env in deployment.environments:
+            for removed in env.removed_triggers:
+                console.print(f"trigger {removed}: removed (no longer in the code)", highlight=False)
     bundle = report.artifacts.bundle
     if bundle is not None and bundle.uri:
         state = "reused" if bundle.reused else "uploaded"
@@ -228,6 +251,8 @@ def emit_cleanup(result: CleanupResult, *, as_json: bool) -> None:
     lines = [
         *(f"deleted {t}" for t in result.removed_tags),
         *(f"already gone {t}" for t in result.missing_tags),
+        *(f"deleted trigger {t}" for t in result.removed_triggers),
+        *(f"deleted app {a}" for a in result.removed_apps),
         f"versions on {result.control_plane} kept (it has no delete)"
         if result.versions_kept
         else f"{result.removed_tasks} task version(s) removed from the {result.control_plane} control plane",
@@ -281,7 +306,7 @@ def emit_task_run(run: TaskRun, *, as_json: bool) -> None:
 # ---------------------------------------------------------------------------------------------- pieces
 
 
-def _emit_dry_run(report: Report, specs: SpecsByEnv) -> None:
+def _emit_dry_run(report: Report, specs: SpecsByEnv, apps: Mapping[str, dict[str, Any]]) -> None:
     emit_plan(report.plan, as_json=False)
     console = _console()
     for env_name, items in specs.items():
@@ -289,8 +314,23 @@ def _emit_dry_run(report: Report, specs: SpecsByEnv) -> None:
             name = spec.get("task_template", {}).get("id", {}).get("name", env_name)
             console.print(f"\n[bold]{name}[/bold]: TaskSpec that would be sent", highlight=False)
             console.print_json(json.dumps(spec))
+    for env_name, app in apps.items():
+        console.print(f"\n[bold]{env_name}[/bold]: App that would be created or updated", highlight=False)
+        console.print_json(json.dumps(app))
     console.print("\ndry run: nothing was built, pushed, uploaded or registered", highlight=False)
     _emit_timings(console, report)
+
+
+def _emit_triggers(console: Console, triggers: Sequence[Any], policy: str | None) -> None:
+    if not triggers:
+        return
+    title = "triggers" + (f" · policy {policy}" if policy else "")
+    table = Table(title=title, title_justify="left")
+    for column in ("task", "trigger", "schedule", "active"):
+        table.add_column(column, overflow="fold")
+    for t in triggers:
+        table.add_row(t.task, t.name, t.schedule, "active" if t.active else "inactive")
+    console.print(table)
 
 
 def _emit_timings(console: Console, report: Report) -> None:

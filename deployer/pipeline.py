@@ -21,6 +21,10 @@ Registration goes level by level of the dependency graph (dependencies strictly 
 a level at once). It stops after the first level with an environment the control plane refuses or cannot
 take; the Report then says which environments are registered and which are not, and running the same
 deploy again completes the rest (tasks already registered come back "unchanged").
+
+Task environments register their tasks with their triggers (active as the trigger policy allows), app
+environments create or update their app (`deployer.registration`); triggers the code no longer has are
+removed once every environment is registered.
 """
 
 from __future__ import annotations
@@ -33,11 +37,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from flyteidl2.task.task_definition_pb2 import TaskSpec
+from flyteidl2.app.app_definition_pb2 import App
+from flyteidl2.task.task_definition_pb2 import TaskSpec, TaskTrigger
 from google.protobuf import json_format
 
 from deployer.errors import BundleError, ControlPlaneError, DeployError, UsageError
 from deployer.models import (
+    AppDeployment,
     Artifacts,
     BuiltImage,
     BundleArtifact,
@@ -47,15 +53,17 @@ from deployer.models import (
     EnvStatus,
     Plan,
     PlannedEnv,
+    PlannedTrigger,
     Report,
     Timing,
+    TriggerDeployment,
 )
 from deployer.progress import QUIET, Progress
 from deployer.redact import printable_url
 from deployer.request import DeployRequest
 
 if TYPE_CHECKING:
-    from deployer.controlplane.base import ControlPlane, DeployOutcome
+    from deployer.controlplane.base import ControlPlane
     from deployer.images.options import ImageOptions
     from deployer.plan import PlanResult
     from deployer.settings import Settings
@@ -72,11 +80,28 @@ class Outcome:
 
     report: Report
     specs: dict[str, list[TaskSpec]] = field(default_factory=dict)
+    triggers: dict[str, list[TaskTrigger]] = field(default_factory=dict)
+    """{task name: the triggers sent with it}."""
+    apps: dict[str, App] = field(default_factory=dict)
+    """{app environment name: the app sent}."""
 
     def specs_json(self) -> dict[str, list[dict[str, Any]]]:
         return {
             env: [json_format.MessageToDict(spec, preserving_proto_field_name=True) for spec in specs]
             for env, specs in self.specs.items()
+        }
+
+    def triggers_json(self) -> dict[str, list[dict[str, Any]]]:
+        return {
+            task: [json_format.MessageToDict(t, preserving_proto_field_name=True) for t in triggers]
+            for task, triggers in self.triggers.items()
+            if triggers
+        }
+
+    def apps_json(self) -> dict[str, dict[str, Any]]:
+        return {
+            env: json_format.MessageToDict(app, preserving_proto_field_name=True)
+            for env, app in self.apps.items()
         }
 
 
@@ -131,11 +156,9 @@ def _run(
     with open_control_plane(settings) as plane:
         # Fail on an unreachable or refusing control plane, or a missing project, before building anything.
         _ensure_project(plane, plan, settings, progress)
-        first = plan.environments[0] if plan.environments else None
-        if first is not None and first.tasks:
-            # One lookup under this deploy's identifiers: a plane refusing them (a version too long for
-            # it, say) refuses here, before anything is built.
-            plane.get_task(plan.project, plan.domain, settings.org, first.tasks[0], plan.version)
+        # One lookup under this deploy's identifiers: a plane refusing them (a version too long for it,
+        # say) refuses here, before anything is built.
+        _probe(plane, plan, settings.org)
         pinned = _pin_as_is_images(plan, _planned_images(plan), progress)
         held = _held_deploy(plane, planned, pinned, storage, settings)
         images: tuple[BuiltImage, ...] = ()
@@ -162,6 +185,7 @@ def _run(
             return Outcome(report=report, specs={})
         with clock("serialize"):  # once, before anything is built or uploaded: a bad task stops it all here
             drafts = _draft_all(planned, org=settings.org)
+            _sent(planned, drafts.specs, drafts.images, None, settings)  # triggers and apps, checked too
         bundle = None
         if _needs_bundle(plan):
             with clock("bundle"):
@@ -173,14 +197,15 @@ def _run(
                 images = _build_images(planned, request, progress, publish=False)
         uris = {**pinned, **_built_uris(plan, images)}
         with clock("register"):
-            specs = drafts.filled(uris, bundle.uri if bundle else None)
-            statuses = _register(plan, settings.org, specs, plane, uris, bundle, progress, on_registered)
+            bundle_uri = bundle.uri if bundle else None
+            sent = _sent(planned, drafts.filled(uris, bundle_uri), uris, bundle_uri, settings)
+            statuses = _register(plan, settings.org, sent, plane, uris, bundle, progress, on_registered)
         deployment = _deployment(plan, plane.label, statuses, dry_run=False)
         if deployment.ok:
             _record_deploy(plane, planned, pinned, storage, settings, bundle, uris)
             images = _publish(plan, images, request, progress)
     report = _report(plan, Artifacts(bundle=bundle, images=images), deployment, clock, started_at)
-    return Outcome(report=report, specs=specs)
+    return Outcome(report=report, specs=sent.specs, triggers=sent.triggers, apps=sent.apps)
 
 
 def _check_request(plan: Plan, request: DeployRequest, stage: Stage) -> None:
@@ -301,16 +326,18 @@ def _dry_run(
             images = _build_images(planned, request.with_settings(dry_run=True), progress)
     uris = _image_uris(plan, images, pending_ok=True)
     bundle_uri = _planned_bundle_uri(plan, storage, request.settings)
-    specs = drafts.filled(uris, bundle_uri)
+    sent = _sent(planned, drafts.filled(uris, bundle_uri), uris, bundle_uri, request.settings)
+    specs, triggers, apps = sent.specs, sent.triggers, sent.apps
     statuses = [
-        _env_status(env, "skipped", uris, bundle_uri if env.mode == "bundle" else None)
+        _env_status(env, "skipped", uris, bundle_uri if env.mode == "bundle" else None, triggers=triggers)
         for env in plan.environments
     ]
     deployment = _deployment(
         plan, printable_url(request.settings.endpoint or "embedded"), statuses, dry_run=True
     )
     artifacts = Artifacts(bundle=_planned_bundle(plan, bundle_uri) if bundle_uri else None, images=images)
-    return Outcome(report=_report(plan, artifacts, deployment, clock, started_at), specs=specs)
+    report = _report(plan, artifacts, deployment, clock, started_at)
+    return Outcome(report=report, specs=specs, triggers=triggers, apps=apps)
 
 
 def _build_only(
@@ -487,6 +514,8 @@ def _draft_each(planned: PlanResult, *, org: str) -> _Drafts:
     images = {env.name: placeholder_image(i) for i, env in enumerate(plan.environments)}
     specs: dict[str, list[TaskSpec]] = {}
     for env in plan.environments:
+        if env.kind != "task":
+            continue
         in_bundle = env.mode == "bundle"
         specs[env.name] = task_specs(
             planned.graph.env(env.name).env,
@@ -561,6 +590,9 @@ def _held_deploy(
     names = [task for env in plan.environments for task in env.tasks]
     if not already_deployed(receipt, expected, names, held_tasks(plane, plan, settings.org)):
         return None
+    apps = [env.app.name for env in plan.environments if env.app is not None]
+    if any(plane.get_app(plan.project, plan.domain, settings.org, app) is None for app in apps):
+        return None  # an app deleted since: the full path creates it again
     planned_bundle = _planned_bundle(plan, receipt.bundle_uri) if _needs_bundle(plan) else None
     bundle = planned_bundle.model_copy(update={"reused": True}) if planned_bundle else None
     statuses = [
@@ -595,40 +627,126 @@ def _record_deploy(
     )
 
 
+@dataclass(frozen=True)
+class _Sent:
+    """What registration sends: task specs by environment, triggers by task, apps by environment."""
+
+    specs: dict[str, list[TaskSpec]]
+    triggers: dict[str, list[TaskTrigger]]
+    apps: dict[str, App]
+
+
+def _sent(
+    planned: PlanResult,
+    specs: dict[str, list[TaskSpec]],
+    uris: dict[str, str],
+    bundle_uri: str | None,
+    settings: Settings,
+) -> _Sent:
+    """What registration sends: the task specs, their triggers (SDK serialization, the trigger policy
+    applied) and the apps (the SDK's app translation), all refused here if the plane would refuse them."""
+    from deployer.registration import serialize_apps, serialize_triggers
+
+    triggers = serialize_triggers(planned, specs)
+    return _Sent(specs, triggers, serialize_apps(planned, uris, bundle_uri, org=settings.org))
+
+
 def _register(
     plan: Plan,
     org: str,
-    specs: dict[str, list[TaskSpec]],
+    sent: _Sent,
     plane: ControlPlane,
     uris: dict[str, str],
     bundle: BundleArtifact | None,
     progress: Progress,
     on_registered: EnvRegistered | None,
 ) -> list[EnvDeployment]:
-    from deployer.controlplane.registration import held_tasks, refuse_conflicts, register
+    from deployer.controlplane.registration import held_tasks, refuse_conflicts, run_by_level
+    from deployer.registration import register_app, register_tasks
 
     bundle_uri = bundle.uri if bundle else None
     held = held_tasks(plane, plan, org)
-    unchanged = refuse_conflicts(plane, plan, org, specs, held)
+    unchanged = refuse_conflicts(plane, plan, org, sent.specs, held)
+
+    def job(env: PlannedEnv) -> tuple[EnvStatus, str, AppDeployment | None]:
+        if env.kind == "app":
+            status, app = register_app(plane, sent.apps[env.name], plan)
+            return status, f"app {app.name}" + (f" revision {app.revision}" if app.revision else ""), app
+        outcomes = register_tasks(plane, sent.specs[env.name], sent.triggers, unchanged=unchanged)
+        status = "registered" if "registered" in outcomes else "unchanged"
+        return status, f"{_count(len(outcomes), 'task')}, version {plan.version}", None
+
     done: dict[str, EnvDeployment] = {}
 
-    def on_env(env: PlannedEnv, outcomes: list[DeployOutcome] | None, error: str | None) -> None:
+    def on_env(
+        env: PlannedEnv, result: tuple[EnvStatus, str, AppDeployment | None] | None, error: str | None
+    ) -> None:
         env_bundle = bundle_uri if env.mode == "bundle" else None
-        if outcomes is None:
+        if result is None:
             done[env.name] = _env_status(env, "failed", uris, env_bundle, error=error)
             progress.info(f"{env.name}: failed: {error}")
             return
-        status: EnvStatus = "registered" if "registered" in outcomes else "unchanged"
-        done[env.name] = _env_status(env, status, uris, env_bundle)
-        progress.info(f"{env.name}: {status} ({_count(len(outcomes), 'task')}, version {plan.version})")
+        status, what, app = result
+        done[env.name] = _env_status(env, status, uris, env_bundle, triggers=sent.triggers, app=app)
+        progress.info(f"{env.name}: {status} ({what})")
         if on_registered is not None:
             on_registered(done[env.name])
 
-    register(plane, plan, specs, unchanged=unchanged, on_env=on_env)
-    return [
+    run_by_level(plane, plan, job, on_env)
+    statuses = [
         done.get(env.name) or _env_status(env, "skipped", uris, bundle_uri if env.mode == "bundle" else None)
         for env in plan.environments
     ]
+    return _settle_triggers(plan, org, sent, plane, statuses, progress)
+
+
+def _settle_triggers(
+    plan: Plan,
+    org: str,
+    sent: _Sent,
+    plane: ControlPlane,
+    statuses: list[EnvDeployment],
+    progress: Progress,
+) -> list[EnvDeployment]:
+    """Remove the registered tasks' triggers the code no longer has; report each trigger as the plane
+    holds it."""
+    from deployer.registration import env_triggers, settle_triggers
+
+    registered = {s.name for s in statuses if s.status in ("registered", "unchanged") and s.kind == "task"}
+    tasks = {t for env in plan.environments if env.name in registered for t in _task_names(sent, env.name)}
+    if not tasks:
+        return statuses
+    settled, removed = settle_triggers(
+        plane, plan, org, {t: sent.triggers.get(t, []) for t in sorted(tasks)}, progress
+    )
+    by_name = {env.name: env for env in plan.environments}
+    out: list[EnvDeployment] = []
+    for status in statuses:
+        if status.name in registered:
+            names = set(_task_names(sent, status.name))
+            status = status.model_copy(
+                update={
+                    "triggers": env_triggers(by_name[status.name], settled),
+                    "removed_triggers": tuple(r for r in removed if r.split("/", 1)[0] in names),
+                }
+            )
+        out.append(status)
+    return out
+
+
+def _task_names(sent: _Sent, env_name: str) -> list[str]:
+    return [spec.task_template.id.name for spec in sent.specs.get(env_name, ())]
+
+
+def _probe(plane: ControlPlane, plan: Plan, org: str) -> None:
+    """One cheap read, so an unreachable or refusing control plane fails the deploy before any build."""
+    for env in plan.environments:
+        if env.tasks:
+            plane.get_task(plan.project, plan.domain, org, env.tasks[0], plan.version)
+            return
+        if env.app is not None:
+            plane.get_app(plan.project, plan.domain, org, env.app.name)
+            return
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -641,7 +759,17 @@ def _env_status(
     bundle_uri: str | None,
     *,
     error: str | None = None,
+    triggers: dict[str, list[TaskTrigger]] | None = None,
+    app: AppDeployment | None = None,
 ) -> EnvDeployment:
+    """An environment's status; its triggers as sent (registration replaces them with the plane's)."""
+    sent = triggers or {}
+    shown = tuple(
+        TriggerDeployment(task=t.task, name=t.name, schedule=t.schedule, active=_sent_active(t, sent))
+        for t in env.triggers
+    )
+    if app is None and env.app is not None:
+        app = AppDeployment(name=env.app.name)
     return EnvDeployment(
         name=env.name,
         tasks=env.tasks,
@@ -649,7 +777,15 @@ def _env_status(
         image=uris.get(env.name),
         bundle_uri=bundle_uri if env.mode == "bundle" else None,
         error=error,
+        kind=env.kind,
+        triggers=shown,
+        app=app,
     )
+
+
+def _sent_active(planned: PlannedTrigger, sent: dict[str, list[TaskTrigger]]) -> bool:
+    match = next((t for t in sent.get(planned.task, ()) if t.name == planned.name), None)
+    return match.spec.active if match is not None else planned.active
 
 
 def _deployment(plan: Plan, endpoint: str, statuses: list[EnvDeployment], *, dry_run: bool) -> Deployment:

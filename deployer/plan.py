@@ -11,8 +11,9 @@ import atexit
 import contextlib
 from pathlib import Path
 
+from deployer.apps import app_mode, planned_app
 from deployer.bundle import bundle_spec, env_includes
-from deployer.discovery import FlyteScope, discover
+from deployer.discovery import FlyteScope, discover, is_app
 from deployer.errors import PlanError, UsageError
 from deployer.gitctx import GitContext, commit_tree, read_git_context
 from deployer.graph import resolve
@@ -29,10 +30,12 @@ from deployer.models import (
     Model,
     Plan,
     PlannedEnv,
+    TriggerPolicy,
     VersionInfo,
 )
 from deployer.request import DeployRequest
 from deployer.settings import Settings
+from deployer.triggers import planned_triggers
 from deployer.versioning import version_info
 
 
@@ -56,6 +59,8 @@ class PlanSettings(Model):
     project: str = "flytesnacks"
     domain: str = "development"
     registry: str | None = None
+    trigger_policy: TriggerPolicy = TriggerPolicy.as_code
+    app_suffix: str = ""
 
     @classmethod
     def of(cls, settings: Settings) -> PlanSettings:
@@ -125,6 +130,9 @@ def make_plan(
     for node in graph.environments:
         spec = image_spec(node.env, image_map, copy_style=style.value)
         mode, reason = _mode(spec, options, style, docker_available)
+        app = is_app(node.env)
+        if app:
+            mode, reason = app_mode(node.env, mode, reason, style is CopyStyle.none)
         if mode == "container" and style is not CopyStyle.none:
             # The code is baked in: whatever the spec says, the image deployed is a new build.
             spec = spec.model_copy(update={"uri": None, "needs_build": True})
@@ -134,11 +142,14 @@ def make_plan(
             PlannedEnv(
                 name=node.name,
                 depends_on=tuple(sorted({d.name for d in node.env.depends_on})),
-                tasks=tuple(sorted(node.env.tasks)),
+                tasks=() if app else tuple(sorted(node.env.tasks)),
                 image=spec,
                 mode=mode,
                 mode_reason=reason,
                 source_file=_relative(node.file, root_dir),
+                kind="app" if app else "task",
+                triggers=() if app else planned_triggers(node.env, options.trigger_policy),
+                app=planned_app(node.env, options.app_suffix) if app else None,
             )
         )
     includes = env_includes(node.env for node in graph.environments)
@@ -156,6 +167,7 @@ def make_plan(
         image_args=_image_args(graph.environments, planned, image_map, mirrors),
         copy_style=style,
         registry=options.registry,
+        trigger_policy=options.trigger_policy,
         warnings=(*version.warnings, *graph.warnings),
     )
 

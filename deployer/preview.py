@@ -5,8 +5,10 @@
   pushes that no tag but the preview's own names. The last push's image stays: a release of the merged
   code promotes it rather than building it again, and an image a branch or a release uses is never
   deleted;
-- control plane: every task version carrying the preview's version prefix, where the plane can delete
-  (the embedded one; Flyte's TaskService has no delete, so a remote plane keeps them).
+- control plane: the triggers pointing at a task version with the preview's version prefix and the apps
+  labelled with such a version (deleted through TriggerService and AppService, on any plane that serves
+  them), then every task version carrying the prefix, where the plane can delete (the embedded one;
+  Flyte's TaskService has no delete, so a remote plane keeps them).
 
 The GitHub side (deployments, the sticky comment) is `deployer.report.preview`.
 """
@@ -17,8 +19,11 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from flyteidl2.common import identifier_pb2
+
+from deployer.apps import VERSION_LABEL
 from deployer.controlplane.base import ControlPlane, DeletedVersions, Unsupported
-from deployer.errors import DeployError, RegistryError, UsageError
+from deployer.errors import ControlPlaneError, DeployError, RegistryError, UsageError
 from deployer.images.tags import IDENTITY_PREFIX
 from deployer.progress import QUIET, Progress
 from deployer.report.models import CleanupResult
@@ -99,6 +104,8 @@ def cleanup_preview(
     repos = {_repository(r) for r in repositories}
     repos |= _planned_repositories(request, warnings)
 
+    triggers = _drop_triggers(request, plane, prefix, warnings, progress)
+    apps = _drop_apps(request, plane, prefix, warnings, progress)
     deleted, kept = _drop_versions(request, plane, prefix, progress)
     for version in deleted.versions:
         head = version[len(prefix) : len(prefix) + 40]
@@ -119,6 +126,8 @@ def cleanup_preview(
         removed_images=tuple(images),
         removed_versions=deleted.versions,
         removed_tasks=deleted.tasks,
+        removed_triggers=triggers,
+        removed_apps=apps,
         control_plane="embedded" if settings.endpoint is None else plane.label,
         versions_kept=kept,
         warnings=tuple(warnings),
@@ -140,6 +149,52 @@ def _planned_repositories(request: DeployRequest, warnings: list[str]) -> set[st
     except DeployError as exc:
         warnings.append(f"could not plan {request.selection.path} to find the preview's images: {exc}")
         return set()
+
+
+def _drop_triggers(
+    request: DeployRequest, plane: ControlPlane, prefix: str, warnings: list[str], progress: Progress
+) -> tuple[str, ...]:
+    """The triggers whose task version is the preview's: a trigger is kept per task name, so one that a
+    later deploy pointed at another version is not the preview's any more and stays."""
+    s = request.settings
+    try:
+        live = plane.list_triggers(s.project, s.domain, s.org)
+        names = []
+        for trigger in live:
+            n = trigger.id.name
+            details = plane.get_trigger(s.project, s.domain, s.org, n.task_name, n.name)
+            if details is not None and details.spec.task_version.startswith(prefix):
+                names.append(
+                    identifier_pb2.TriggerName(
+                        org=s.org, project=s.project, domain=s.domain, task_name=n.task_name, name=n.name
+                    )
+                )
+        plane.delete_triggers(names)
+    except ControlPlaneError as exc:
+        warnings.append(f"could not remove the preview's triggers: {exc}")
+        return ()
+    removed = tuple(sorted(f"{n.task_name}/{n.name}" for n in names))
+    if removed:
+        progress.info(f"removed trigger(s) {', '.join(removed)} from {plane.label}")
+    return removed
+
+
+def _drop_apps(
+    request: DeployRequest, plane: ControlPlane, prefix: str, warnings: list[str], progress: Progress
+) -> tuple[str, ...]:
+    """The apps a deploy of the preview last updated (labelled with a version carrying its prefix)."""
+    s = request.settings
+    removed: list[str] = []
+    try:
+        for app in plane.list_apps(s.project, s.domain, s.org):
+            ours = app.metadata.labels.get(VERSION_LABEL, "").startswith(prefix)
+            if ours and plane.delete_app(s.project, s.domain, s.org, app.metadata.id.name):
+                removed.append(app.metadata.id.name)
+    except ControlPlaneError as exc:
+        warnings.append(f"could not remove the preview's apps: {exc}")
+    if removed:
+        progress.info(f"removed app(s) {', '.join(removed)} from {plane.label}")
+    return tuple(sorted(removed))
 
 
 def _drop_versions(

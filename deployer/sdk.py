@@ -15,9 +15,9 @@ import dataclasses
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import flyte
 from flyte._environment import _ENVIRONMENT_REGISTRY
@@ -212,6 +212,43 @@ def interface_with_docstrings(typed_interface: Any, native_interface: Any) -> An
     from flyte._deploy import _update_interface_inputs_and_outputs_docstring
 
     return _update_interface_inputs_and_outputs_docstring(typed_interface, native_interface)
+
+
+def to_task_trigger(
+    trigger: Any, *, task_name: str, task_inputs: Any, task_default_inputs: list[Any]
+) -> Coroutine[Any, Any, Any]:
+    """Coroutine: a `flyte.Trigger` as the `TaskTrigger` `flyte deploy` sends with its task."""
+    from flyte._internal.runtime.trigger_serde import to_task_trigger as serialize
+
+    return serialize(
+        t=trigger, task_name=task_name, task_inputs=task_inputs, task_default_inputs=task_default_inputs
+    )
+
+
+def translate_app_env(app_env: Any, context: Any) -> Coroutine[Any, Any, Any]:
+    """Coroutine: an `AppEnvironment` as the flyteidl2 `App` `flyte deploy` creates."""
+    from flyte.app._runtime import translate_app_env_to_idl
+
+    return cast(Coroutine[Any, Any, Any], translate_app_env_to_idl.aio(app_env, context))
+
+
+def app_has_delayed_parameters(app_env: Any) -> list[str]:
+    """Names of the app's parameters whose value is read from the control plane at deploy time
+    (`RunOutput`, `ArtifactValue`): the SDK resolves them through its own client."""
+    from flyte.app._parameter import _DelayedValue
+
+    return [p.name for p in getattr(app_env, "parameters", None) or () if isinstance(p.value, _DelayedValue)]
+
+
+def app_serves_from_bundle(app_env: Any) -> bool:
+    """Whether flyte's `fserve` must load the app from the code bundle to start it: it serves the
+    `@server` function of the app it loads, and loads apps only from a bundle (flyte/_bin/serve.py);
+    an app with `args` or `command` runs that command instead."""
+    return (
+        getattr(app_env, "_server", None) is not None
+        and getattr(app_env, "args", None) is None
+        and getattr(app_env, "command", None) is None
+    )
 
 
 def sys_path_variable() -> str:
@@ -427,6 +464,33 @@ def _serialization_internals(need: Need, params: Params, fields: Fields, problem
     fields(task_template, "flyte._task.TaskTemplate", ["name", "env_vars", "parent_env", "parent_env_name"])
 
 
+def _trigger_and_app_internals(need: Need, params: Params, fields: Fields, problems: list[str]) -> None:
+    params(
+        need("flyte._internal.runtime.trigger_serde", "to_task_trigger"),
+        "trigger_serde.to_task_trigger",
+        ["t", "task_name", "task_inputs", "task_default_inputs"],
+    )
+    translate = need("flyte.app._runtime", "translate_app_env_to_idl")
+    if translate is not None and not hasattr(translate, "aio"):
+        problems.append("flyte.app._runtime.translate_app_env_to_idl is no longer syncified (.aio)")
+    need("flyte.app._parameter", "_DelayedValue")
+    fields(
+        need("flyte.app", "AppEnvironment"),
+        "flyte.app.AppEnvironment",
+        [
+            "name",
+            "image",
+            "env_vars",
+            "parameters",
+            "depends_on",
+            "args",
+            "command",
+            "_caller_frame",
+            "_server",
+        ],
+    )
+
+
 def _image_internals(need: Need, params: Params, fields: Fields, problems: list[str]) -> None:
     for name in ("_DEFAULT_IMAGE_REF_NAME", "_DockerLines", "Layer"):
         need("flyte._image", name)
@@ -461,6 +525,7 @@ def _remote_internals(need: Need, params: Params, fields: Fields, problems: list
 _CHECKS: list[Callable[[Need, Params, Fields, list[str]], None]] = [
     _discovery_internals,
     _serialization_internals,
+    _trigger_and_app_internals,
     _image_internals,
     _remote_internals,
 ]

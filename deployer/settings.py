@@ -31,7 +31,7 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 from deployer.errors import UsageError
-from deployer.models import CopyStyle, Mode
+from deployer.models import CopyStyle, Mode, TriggerPolicy
 
 ENV_PREFIX = "FLYTE_DEPLOY_"
 STATE_DIR_NAME = ".flyte-deploy"
@@ -144,6 +144,23 @@ class Settings(BaseSettings):
         action_input="org",
         shown_default="from the API key or Flyte config, else derived from the endpoint as the SDK does",
     )
+    trigger_policy: TriggerPolicy = option(
+        TriggerPolicy.as_code,
+        "Triggers: as-code (active as each trigger's auto_activate says) or inactive (registered, never "
+        "fired). The Action applies it to default-branch pushes; previews are always inactive, releases "
+        "as-code.",
+        "--triggers",
+        group="target",
+        action_input="triggers",
+    )
+    app_suffix: str = option(
+        "",
+        "Appended to every app's name (the Action's previews: -pr-N), so a preview never replaces an app.",
+        "--app-suffix",
+        group="target",
+        shown_default="none",
+        pattern=r"^[a-z0-9-]*$",
+    )
 
     # -- images -----------------------------------------------------------------------------------------
     mode: Mode = option(
@@ -254,6 +271,13 @@ class Settings(BaseSettings):
         "Create the project on the control plane when it does not exist (otherwise the deploy stops).",
         "--create-project",
         group="control_plane",
+    )
+
+    app_url: str | None = option(
+        None,
+        "Embedded control plane and serve: the public URL reported for each app ({name}, {project}, "
+        "{domain} replaced), as a backend with an ingress domain does.",
+        shown_default="none",
     )
 
     # -- storage and state ------------------------------------------------------------------------------

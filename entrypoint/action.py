@@ -361,10 +361,16 @@ def _environments(report: Report) -> list[dict[str, Any]]:
         return [
             {
                 "name": e.name,
+                "kind": e.kind,
                 "tasks": list(e.tasks),
                 "status": e.status,
                 "image": e.image,
                 "bundle_uri": e.bundle_uri,
+                "triggers": [
+                    {"task": t.task, "name": t.name, "schedule": t.schedule, "active": t.active}
+                    for t in e.triggers
+                ],
+                "app": e.app.model_dump(mode="json", include={"name", "url", "revision"}) if e.app else None,
             }
             for e in report.deployment.environments
         ]
@@ -372,10 +378,16 @@ def _environments(report: Report) -> list[dict[str, Any]]:
     return [
         {
             "name": e.name,
+            "kind": e.kind,
             "tasks": list(e.tasks),
             "status": "built" if e.name in built else "planned",
             "image": built.get(e.name, e.image.uri),
             "bundle_uri": None,
+            "triggers": [
+                {"task": t.task, "name": t.name, "schedule": t.schedule, "active": t.active}
+                for t in e.triggers
+            ],
+            "app": {"name": e.app.name, "url": None, "revision": None} if e.app else None,
         }
         for e in report.plan.environments
     ]

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import SecretStr, ValidationError
 
 from deployer.errors import UsageError
-from deployer.models import Model
+from deployer.models import Model, TriggerPolicy
 from deployer.report.models import RunKind
 from deployer.request import DeployRequest, Selection
 from deployer.settings import Settings, load_settings, options
@@ -212,6 +212,21 @@ def target_domain(inputs: ActionInputs, decision: Decision) -> str:
     return inputs.branch_domain
 
 
+def kind_settings(inputs: ActionInputs, decision: Decision) -> dict[str, Any]:
+    """What the kind of deploy decides: previews register triggers inactive (a preview never fires a
+    schedule) and, unless their domain is their own (`{pr}` in it), suffix apps so they never replace
+    another deploy's; releases register triggers as the code says; branch pushes follow `triggers`."""
+    if decision.intent in (RunKind.preview, RunKind.cleanup):
+        shared_domain = "{pr}" not in inputs.preview_domain
+        return {
+            "trigger_policy": TriggerPolicy.inactive,
+            "app_suffix": f"-pr-{decision.pr}" if shared_domain else "",
+        }
+    if decision.intent is RunKind.release:
+        return {"trigger_policy": TriggerPolicy.as_code}
+    return {}
+
+
 def preview_prefix(inputs: ActionInputs, pr: int) -> str:
     return inputs.preview_version_prefix.replace("{pr}", str(pr))
 
@@ -280,6 +295,7 @@ def to_request(
         "domain": target_domain(inputs, decision),
         "version": version or settings.version,
         "push": not build_only,
+        **kind_settings(inputs, decision),
     }
     if build_only:
         # Build-only runs (forks) never see a secret, even when one is configured.

@@ -199,7 +199,10 @@ def test_unknown_var_lists_the_environments(tmp_path: Path) -> None:
     root = copy_project("chain", tmp_path / "chain")
     with pytest.raises(DiscoveryError) as caught:
         run(root, "pipeline/viz.py", "vis")
-    assert str(caught.value) == "pipeline/viz.py: no variable 'vis'; TaskEnvironment variables in it: ml, viz"
+    assert (
+        str(caught.value)
+        == "pipeline/viz.py: no variable 'vis'; TaskEnvironment or AppEnvironment variables in it: ml, viz"
+    )
     assert caught.value.file == str(root / "pipeline" / "viz.py")
 
 
@@ -279,9 +282,13 @@ def test_invalid_environment_name_is_reported_at_its_line(tmp_path: Path) -> Non
 
 def test_no_environments_found(tmp_path: Path) -> None:
     root = write(tmp_path / "p", {"lib.py": "X = 1\n", "pkg/other.py": "Y = 2\n"})
-    with pytest.raises(DiscoveryError, match=r"lib\.py: no flyte.TaskEnvironment found in it"):
+    with pytest.raises(
+        DiscoveryError, match=r"lib\.py: no flyte.TaskEnvironment or flyte.app.AppEnvironment found in it"
+    ):
         run(root, "lib.py", all_envs=True)
-    with pytest.raises(DiscoveryError, match=r"pkg: no flyte.TaskEnvironment found under it"):
+    with pytest.raises(
+        DiscoveryError, match=r"pkg: no flyte.TaskEnvironment or flyte.app.AppEnvironment found under it"
+    ):
         run(root, "pkg", recursive=True)
 
 
@@ -329,6 +336,7 @@ def test_cli_prints_one_error_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "error: pipeline/viz.py: no variable 'nothere'; TaskEnvironment variables in it: ml, viz"
+        "error: pipeline/viz.py: no variable 'nothere'; TaskEnvironment or AppEnvironment variables in it: "
+        "ml, viz"
     ]
     assert result.stdout == ""

@@ -9,12 +9,14 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from deployer.controlplane.embedded import EmbeddedControlPlane
 from deployer.controlplane.server import ControlPlaneServer
 from deployer.controlplane.store import TaskStore
 from deployer.report.github import GitHubReporter, GitHubSettings
@@ -213,34 +215,38 @@ class Workspace:
         self.plane = plane
 
     def run(
-        self, event_name: str, payload: dict[str, Any], **inputs: str
+        self, event_name: str, payload: dict[str, Any], env: dict[str, str] | None = None, **inputs: str
     ) -> tuple[int, str, dict[str, str], str]:
         files = self.root / "runner"
         shutil.rmtree(files, ignore_errors=True)
         files.mkdir()
         (files / "event.json").write_text(json.dumps(payload))
-        env = {
-            "GITHUB_EVENT_NAME": event_name,
-            "GITHUB_EVENT_PATH": str(files / "event.json"),
-            "GITHUB_OUTPUT": str(files / "output"),
-            "GITHUB_STEP_SUMMARY": str(files / "summary"),
-            "GITHUB_WORKSPACE": str(self.repo.path),
-            "GITHUB_REPOSITORY": REPO,
-            "GITHUB_API_URL": self.api.url,
-            "GITHUB_SERVER_URL": "https://github.com",
-            "GITHUB_RUN_ID": "4242",
-            "GITHUB_REF": payload.get("ref", f"refs/pull/{payload.get('number')}/merge"),
-            "GITHUB_SHA": self.repo.head_sha,
-            "GIT_CONFIG_GLOBAL": str(self.root / "gitconfig"),
-            "FLYTE_DEPLOY_GITHUB_THROTTLE": "0",
-            "FLYTE_DEPLOY_GITHUB_BACKOFF": "0",
-            "INPUT_PATH": "workflows.py",
-            "INPUT_ALL": "true",
-            "INPUT_MODE": "bundle",
-            "INPUT_GITHUB-TOKEN": TOKEN,
-            "INPUT_ENDPOINT": self.plane.url,
-            "RUNNER_TEMP": str(self.root / "runner-temp"),
-        } | {f"INPUT_{k.replace('_', '-').upper()}": v for k, v in inputs.items()}
+        env = (
+            {
+                "GITHUB_EVENT_NAME": event_name,
+                "GITHUB_EVENT_PATH": str(files / "event.json"),
+                "GITHUB_OUTPUT": str(files / "output"),
+                "GITHUB_STEP_SUMMARY": str(files / "summary"),
+                "GITHUB_WORKSPACE": str(self.repo.path),
+                "GITHUB_REPOSITORY": REPO,
+                "GITHUB_API_URL": self.api.url,
+                "GITHUB_SERVER_URL": "https://github.com",
+                "GITHUB_RUN_ID": "4242",
+                "GITHUB_REF": payload.get("ref", f"refs/pull/{payload.get('number')}/merge"),
+                "GITHUB_SHA": self.repo.head_sha,
+                "GIT_CONFIG_GLOBAL": str(self.root / "gitconfig"),
+                "FLYTE_DEPLOY_GITHUB_THROTTLE": "0",
+                "FLYTE_DEPLOY_GITHUB_BACKOFF": "0",
+                "INPUT_PATH": "workflows.py",
+                "INPUT_ALL": "true",
+                "INPUT_MODE": "bundle",
+                "INPUT_GITHUB-TOKEN": TOKEN,
+                "INPUT_ENDPOINT": self.plane.url,
+                "RUNNER_TEMP": str(self.root / "runner-temp"),
+            }
+            | {f"INPUT_{k.replace('_', '-').upper()}": v for k, v in inputs.items()}
+            | (env or {})
+        )
         stream = io.StringIO()
         code = main(env, stream)
         summary = files / "summary"
@@ -425,3 +431,159 @@ def test_a_closed_pull_request_is_cleaned_up_even_when_its_code_no_longer_plans(
     assert "::warning::input `path` 'workflows.py' does not plan" in log
     assert workspace.store().latest_tasks(org="", project="flytesnacks", domain="development") == []
     assert "preview of #26 removed" in api.repos[REPO].comments[0].body
+
+
+# ---------------------------------------------------------------------------------------- triggers and apps
+
+
+APP_URL = "https://{name}--{project}--{domain}.apps.example.com"
+
+
+@pytest.fixture
+def scheduled(make_git_repo: Any, tmp_path: Path, api: GitHubAPIServer) -> Iterator[Workspace]:
+    """The scheduled sample (two apps, `reports` depending on one, triggers) checked out for the action,
+    deploying to our plane that reports each app's URL (as a backend with an ingress domain does)."""
+    from tests.projects import PROJECTS_DIR
+
+    source = PROJECTS_DIR / "scheduled"
+    files = {str(p.relative_to(source)): p.read_text() for p in source.rglob("*.py")}
+    repo = make_git_repo("scheduled", files=files | {".gitignore": ".flyte-deploy/\n"})
+    with ControlPlaneServer(TaskStore(tmp_path / "scheduled-plane"), app_url=APP_URL) as plane:
+        yield Workspace(repo, tmp_path, api, plane)
+
+
+def _plane(workspace: Workspace) -> EmbeddedControlPlane:
+    """The served plane's state, read in-process."""
+    return EmbeddedControlPlane(workspace.plane.store.state_dir)
+
+
+def _environments(outputs: dict[str, str]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in json.loads(outputs["environments"])}
+
+
+def test_a_preview_never_fires_a_schedule_and_its_apps_stay_apart_until_cleanup(scheduled: Workspace) -> None:
+    api, repo = scheduled.api, scheduled.repo
+    sha = repo.head_sha
+    api.add_pull(REPO, 31, head_sha=sha)
+    code, log, outputs, summary = scheduled.run("pull_request", pull_event("opened", 31, sha))
+    assert code == 0, log
+
+    deployed = _environments(outputs)
+    assert [(e["name"], e["kind"], e["status"]) for e in deployed.values()] == [
+        ("archive", "task", "registered"),
+        ("report-api", "app", "registered"),
+        ("report-docs", "app", "registered"),
+        ("reports", "task", "registered"),
+    ]
+    # Every trigger registered inactive, whatever its code says; the apps under the preview's names.
+    assert [(t["name"], t["active"]) for t in deployed["reports"]["triggers"]] == [
+        ("on-demand", False),
+        ("nightly", False),
+        ("hourly-refresh", False),
+    ]
+    url = "https://report-api-pr-31--flytesnacks--development.apps.example.com"
+    assert deployed["report-api"]["app"] == {"name": "report-api-pr-31", "url": url, "revision": 1}
+    with _plane(scheduled) as plane:
+        assert not any(t.active for t in plane.list_triggers("flytesnacks", "development", ""))
+        assert sorted(a.metadata.id.name for a in plane.list_apps("flytesnacks", "development", "")) == [
+            "report-api-pr-31",
+            "report-docs-pr-31",
+        ]
+
+    # The comment and the summary list each trigger (schedule, inactive) and link each app's URL.
+    [comment] = api.repos[REPO].comments
+    assert (
+        "| `reports.build_report` | `nightly` | `cron 0 2 * * * (America/New_York)` | ⏸️ inactive |"
+        in comment.body
+    )
+    assert f"| `report-api-pr-31` | [{url}]({url}) | 1 | registered |" in comment.body
+    assert "### Triggers" in summary and "### Apps" in summary
+    assert "| `reports.build_report` | `hourly-refresh` | `every 60 minutes` | ⏸️ inactive |" in summary
+
+    # A second PR in the same domain gets its own apps; closing the first removes only its own.
+    api.add_pull(REPO, 32, head_sha=sha)
+    code, log, _, _ = scheduled.run("pull_request", pull_event("opened", 32, sha))
+    assert code == 0, log
+    code, log, outputs, summary = scheduled.run("pull_request", pull_event("closed", 31, sha))
+    assert code == 0, log
+    assert "Apps removed: `report-api-pr-31`, `report-docs-pr-31`" in summary
+    with _plane(scheduled) as plane:
+        assert sorted(a.metadata.id.name for a in plane.list_apps("flytesnacks", "development", "")) == [
+            "report-api-pr-32",
+            "report-docs-pr-32",
+        ]
+        # The triggers are one per task name, and PR 32 deployed them last: they are its, and stay.
+        versions = {
+            plane.get_trigger(
+                "flytesnacks", "development", "", t.id.name.task_name, t.id.name.name
+            ).spec.task_version  # type: ignore[union-attr]
+            for t in plane.list_triggers("flytesnacks", "development", "")
+        }
+    assert versions == {f"pr-32-{sha}"}
+    code, log, outputs, summary = scheduled.run("pull_request", pull_event("closed", 32, sha))
+    assert code == 0, log
+    assert (
+        "Triggers removed: `reports.adhoc/on-demand`, `reports.build_report/hourly-refresh`, "
+        "`reports.build_report/nightly`"
+    ) in summary
+    with _plane(scheduled) as plane:
+        assert plane.list_triggers("flytesnacks", "development", "") == []
+        assert plane.list_apps("flytesnacks", "development", "") == []
+
+
+def push_event(ref: str, sha: str) -> dict[str, Any]:
+    return {"ref": ref, "after": sha, "repository": {"full_name": REPO, "default_branch": "main"}}
+
+
+def test_the_default_branch_follows_the_triggers_input_and_a_release_the_code(scheduled: Workspace) -> None:
+    repo = scheduled.repo
+    sha = repo.head_sha
+    main = push_event("refs/heads/main", sha)
+    code, log, outputs, _ = scheduled.run("push", main, triggers="inactive")
+    assert code == 0, log
+    reports = _environments(outputs)["reports"]
+    assert not any(t["active"] for t in reports["triggers"])
+    assert _environments(outputs)["report-api"]["app"]["name"] == "report-api"  # no preview suffix
+
+    repo.tag("v1.0.0", sha)
+    code, log, outputs, summary = scheduled.run(
+        "push", push_event("refs/tags/v1.0.0", sha), triggers="inactive"
+    )
+    assert code == 0, log
+    assert outputs["trigger"] == "release"
+    assert [(t["name"], t["active"]) for t in _environments(outputs)["reports"]["triggers"]] == [
+        ("on-demand", True),
+        ("nightly", True),
+        ("hourly-refresh", False),
+    ]
+    assert (
+        "| `reports.build_report` | `nightly` | `cron 0 2 * * * (America/New_York)` | ✅ active |" in summary
+    )
+
+
+def test_the_action_deploys_tasks_triggers_and_apps_in_container_mode(
+    scheduled: Workspace, registry_url: str, unique_repo: str
+) -> None:
+    sha = scheduled.repo.head_sha
+    code, log, outputs, summary = scheduled.run(
+        "push",
+        push_event("refs/heads/main", sha),
+        mode="container",
+        registry=f"{registry_url}/{unique_repo}",
+        base_image_mirror=f"ghcr.io/flyteorg/flyte={registry_url}/flyteorg/flyte",
+    )
+    assert code == 0, log
+    deployed = _environments(outputs)
+    assert {n: e["status"] for n, e in deployed.items()} == dict.fromkeys(
+        ("archive", "report-api", "report-docs", "reports"), "registered"
+    )
+    built = json.loads(outputs["images"])
+    assert (
+        built["report-docs"].startswith(f"{registry_url}/{unique_repo}/")
+        and "@sha256:" in built["report-docs"]
+    )
+    # The command app runs the code baked into its image; the @server app ships in the bundle.
+    assert deployed["report-docs"]["bundle_uri"] is None
+    assert deployed["report-api"]["bundle_uri"] == outputs["bundle-uri"] != ""
+    assert [t["name"] for t in deployed["reports"]["triggers"]] == ["on-demand", "nightly", "hourly-refresh"]
+    assert "### Apps" in summary and "### Triggers" in summary

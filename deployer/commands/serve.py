@@ -114,9 +114,10 @@ def command(
     projects: ProjectsOpt = None,
     public_url: PublicUrlOpt = None,
 ) -> None:
-    """Serve a Flyte 2 control plane until Ctrl-C or SIGTERM: flyteidl2 TaskService, ProjectService,
-    DataProxyService (uploads), ClusterService, AuthMetadataService and IdentityService. The `flyte` CLI
-    and SDK can use it: --endpoint dns:///HOST:PORT (--insecure without TLS)."""
+    """Serve a Flyte 2 control plane until Ctrl-C or SIGTERM: flyteidl2 TaskService, TriggerService,
+    AppService, ProjectService, DataProxyService (uploads), ClusterService, AuthMetadataService and
+    IdentityService. The `flyte` CLI and SDK can use it: --endpoint dns:///HOST:PORT (--insecure without
+    TLS). FLYTE_DEPLOY_APP_URL: the URL pattern reported for apps."""
     from deployer.controlplane.blobs import open_blobs
     from deployer.controlplane.server import ControlPlaneServer, Limits
 
@@ -148,6 +149,7 @@ def command(
         tls=tls,
         blobs=blobs,
         public_url=settings.serve_public_url,
+        app_url=settings.app_url,
         projects=settings.serve_projects,
         limits=Limits(
             max_request_bytes=settings.serve_max_request_bytes,

@@ -29,4 +29,4 @@ def open_control_plane(settings: Settings) -> ControlPlane:
         return RemoteControlPlane(target=remote_target(settings))
     from deployer.controlplane.embedded import EmbeddedControlPlane
 
-    return EmbeddedControlPlane(settings.state)
+    return EmbeddedControlPlane(settings.state, app_url=settings.app_url)

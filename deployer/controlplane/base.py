@@ -4,7 +4,12 @@ Two implementations speak the same flyteidl2 services: `RemoteControlPlane` (Con
 and `EmbeddedControlPlane` (the same service handlers called in-process, over the local SQLite state).
 Everything both share lives here: immutability of versions (an existing version with a different spec is
 a `VersionConflict`), bounded retries while the plane is unreachable, and one clear line per refusal.
-Operations a plane may lack (deleting versions: Flyte's TaskService has no delete) raise `Unsupported`.
+Operations a plane may lack (deleting versions: Flyte's TaskService has no delete; a plane without
+TriggerService or AppService) raise `Unsupported`.
+
+Besides tasks: triggers (listed, read, activated/deactivated and deleted through `TriggerService`; their
+inputs offloaded through the data proxy as the flyte SDK does) and apps (created or updated in place
+through `AppService`: an identical spec is left alone, another one is the next revision).
 """
 
 from __future__ import annotations
@@ -18,12 +23,18 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
+from flyteidl2.app import app_definition_pb2 as ad
+from flyteidl2.app import app_payload_pb2 as ap
+from flyteidl2.cluster import payload_pb2 as cluster_pb2
 from flyteidl2.common import identifier_pb2, list_pb2
 from flyteidl2.dataproxy import dataproxy_service_pb2 as dp
 from flyteidl2.project import project_service_pb2 as ps
 from flyteidl2.task import task_definition_pb2 as td
 from flyteidl2.task import task_service_pb2 as ts
+from flyteidl2.trigger import trigger_definition_pb2 as tdef
+from flyteidl2.trigger import trigger_service_pb2 as tsv
 from google.protobuf import duration_pb2
+from google.protobuf.json_format import MessageToDict
 
 from deployer.controlplane.specs import spec_differences, spec_digest
 from deployer.errors import ControlPlaneError, VersionConflict
@@ -31,6 +42,7 @@ from deployer.models import Model
 from deployer.redact import printable_url, without_secrets
 
 DeployOutcome = Literal["registered", "unchanged"]
+AppOutcome = Literal["registered", "updated", "unchanged"]
 
 _T = TypeVar("_T")
 _PAGE = 100
@@ -91,6 +103,46 @@ UPLOAD_EXPIRES_IN_S = 900
 """How long a signed upload URL is asked for (Flyte's backend caps it at an hour)."""
 
 
+class TriggerCalls(Protocol):
+    """flyteidl2 TriggerService, request in and response out."""
+
+    def list_triggers(self, request: tsv.ListTriggersRequest) -> tsv.ListTriggersResponse: ...
+
+    def get_trigger_details(self, request: tsv.GetTriggerDetailsRequest) -> tsv.GetTriggerDetailsResponse: ...
+
+    def get_trigger_revision_history(
+        self, request: tsv.GetTriggerRevisionHistoryRequest
+    ) -> tsv.GetTriggerRevisionHistoryResponse: ...
+
+    def update_triggers(self, request: tsv.UpdateTriggersRequest) -> tsv.UpdateTriggersResponse: ...
+
+    def delete_triggers(self, request: tsv.DeleteTriggersRequest) -> tsv.DeleteTriggersResponse: ...
+
+
+class AppCalls(Protocol):
+    """flyteidl2 AppService, request in and response out."""
+
+    def create(self, request: ap.CreateRequest) -> ap.CreateResponse: ...
+
+    def get(self, request: ap.GetRequest) -> ap.GetResponse: ...
+
+    def update(self, request: ap.UpdateRequest) -> ap.UpdateResponse: ...
+
+    def delete(self, request: ap.DeleteRequest) -> ap.DeleteResponse: ...
+
+    def list(self, request: ap.ListRequest) -> ap.ListResponse: ...
+
+
+class ClusterCalls(Protocol):
+    def select_cluster(
+        self, request: cluster_pb2.SelectClusterRequest
+    ) -> cluster_pb2.SelectClusterResponse: ...
+
+
+class UploadCalls(Protocol):
+    def upload_inputs(self, request: dp.UploadInputsRequest) -> dp.UploadInputsResponse: ...
+
+
 class ControlPlane(ABC):
     one_shot = False
     """True for a plane private to this run's state dir (the embedded one), False for a shared one."""
@@ -107,6 +159,22 @@ class ControlPlane(ABC):
     @property
     @abstractmethod
     def _tasks(self) -> TaskCalls: ...
+
+    @property
+    @abstractmethod
+    def _triggers(self) -> TriggerCalls: ...
+
+    @property
+    @abstractmethod
+    def _apps(self) -> AppCalls: ...
+
+    @property
+    @abstractmethod
+    def _clusters(self) -> ClusterCalls: ...
+
+    @abstractmethod
+    def _uploads_at(self, endpoint: str) -> UploadCalls:
+        """The data proxy `SelectCluster` pointed at (`""`: this plane's own)."""
 
     def close(self) -> None:  # noqa: B027 (most planes hold nothing to release)
         """Release connections."""
@@ -302,13 +370,188 @@ class ControlPlane(ABC):
             signed_url=response.signed_url, native_url=response.native_url, headers=dict(response.headers)
         )
 
+    # -- triggers ---------------------------------------------------------------------------------------
+
+    def offload_trigger_inputs(self, trigger: td.TaskTrigger, spec: td.TaskSpec) -> td.TaskTrigger:
+        """`trigger` with its inputs offloaded, as `flyte deploy` does (trigger_serde.offload_trigger_inputs):
+        only when it binds inputs, routed by `SelectCluster(OPERATION_UPLOAD_TRIGGER)` and stored with
+        `UploadInputs` (the task referenced by its spec: it is registered in the same request). A plane
+        without zero trust answers UNIMPLEMENTED, and the inputs stay inline."""
+        if trigger.spec.WhichOneof("input_wrapper") != "inputs" or not trigger.spec.inputs.literals:
+            return trigger
+        i = spec.task_template.id
+        project = identifier_pb2.ProjectIdentifier(organization=i.org, name=i.project, domain=i.domain)
+        select = cluster_pb2.SelectClusterRequest(
+            operation=cluster_pb2.SelectClusterRequest.Operation.OPERATION_UPLOAD_TRIGGER, project_id=project
+        )
+        what = f"offload the inputs of trigger {trigger.name} of task {i.name}"
+        try:
+            selected = self._call(
+                what, lambda: self._clusters.select_cluster(select), tolerate=(Code.UNIMPLEMENTED,)
+            )
+            uploads = self._uploads_at(selected.cluster_endpoint)
+            request = dp.UploadInputsRequest(inputs=trigger.spec.inputs, project_id=project, task_spec=spec)
+            uploaded = self._call(
+                what, lambda: uploads.upload_inputs(request), tolerate=(Code.UNIMPLEMENTED,)
+            )
+        except _Tolerated:
+            return trigger
+        offloaded = td.TaskTrigger()
+        offloaded.CopyFrom(trigger)
+        offloaded.spec.offloaded_input_data.CopyFrom(uploaded.offloaded_input_data)
+        return offloaded
+
+    def list_triggers(
+        self, project: str, domain: str, org: str, *, task_name: str | None = None
+    ) -> list[tdef.Trigger]:
+        """The live triggers of a project/domain (or of one task, every version)."""
+        if task_name:
+            scope: dict[str, object] = {
+                "task_name": td.TaskName(org=org, project=project, domain=domain, name=task_name)
+            }
+        else:
+            scope = {
+                "project_id": identifier_pb2.ProjectIdentifier(organization=org, name=project, domain=domain)
+            }
+
+        def page(token: str) -> tuple[list[tdef.Trigger], str]:
+            request = tsv.ListTriggersRequest(request=list_pb2.ListRequest(limit=_PAGE, token=token), **scope)
+            response = self._triggers.list_triggers(request)
+            return list(response.triggers), response.token
+
+        return self._all_pages(f"list triggers of {project}/{domain}", page, service="TriggerService")
+
+    def get_trigger(
+        self, project: str, domain: str, org: str, task_name: str, name: str
+    ) -> tdef.TriggerDetails | None:
+        """A live trigger, or None when there is none."""
+        trigger = identifier_pb2.TriggerName(
+            org=org, project=project, domain=domain, task_name=task_name, name=name
+        )
+        try:
+            response = self._call(
+                f"get trigger {name} of task {task_name}",
+                lambda: self._triggers.get_trigger_details(tsv.GetTriggerDetailsRequest(name=trigger)),
+                tolerate=(Code.NOT_FOUND,),
+                service="TriggerService",
+            )
+        except _Tolerated:
+            return None
+        return response.trigger
+
+    def set_triggers_active(self, names: Sequence[identifier_pb2.TriggerName], active: bool) -> None:
+        if names:
+            request = tsv.UpdateTriggersRequest(names=list(names), active=active)
+            verb = "activate" if active else "deactivate"
+            self._call(
+                f"{verb} {_listed(names)}",
+                lambda: self._triggers.update_triggers(request),
+                service="TriggerService",
+            )
+
+    def delete_triggers(self, names: Sequence[identifier_pb2.TriggerName]) -> None:
+        if names:
+            request = tsv.DeleteTriggersRequest(names=list(names))
+            self._call(
+                f"delete {_listed(names)}",
+                lambda: self._triggers.delete_triggers(request),
+                service="TriggerService",
+            )
+
+    # -- apps -------------------------------------------------------------------------------------------
+
+    def deploy_app(self, app: ad.App, *, reason: str) -> tuple[AppOutcome, ad.App]:
+        """Create `app`, or update the one of that name when its spec differs (recorded with `reason`).
+
+        Returns what happened and the app as the plane now holds it. The comparison is the flyte SDK's
+        (`App.replace`): the stored creator is kept, and an app without ingress keeps the stored one."""
+        i = app.metadata.id
+        existing = self.get_app(i.project, i.domain, i.org, i.name)
+        if existing is None:
+            try:
+                created = self._call(
+                    f"create app {i.name}",
+                    lambda: self._apps.create(ap.CreateRequest(app=app)),
+                    tolerate=(Code.ALREADY_EXISTS,),
+                    service="AppService",
+                )
+                return "registered", created.app
+            except _Tolerated:
+                existing = self.get_app(i.project, i.domain, i.org, i.name)
+                if existing is None:
+                    raise ControlPlaneError(
+                        f"control plane {self.label} says app {i.name} exists in {i.project}/{i.domain}, "
+                        "but cannot return it"
+                    ) from None
+        spec = ad.Spec()
+        spec.CopyFrom(app.spec)
+        spec.creator.CopyFrom(existing.spec.creator)
+        if same_app_spec(existing.spec, spec):
+            return "unchanged", existing
+        replacement = ad.App(
+            metadata=ad.Meta(
+                id=i,
+                revision=existing.metadata.revision,
+                labels=dict(app.metadata.labels) or dict(existing.metadata.labels),
+                code_bundle_uri=app.metadata.code_bundle_uri,
+                source_code=app.metadata.source_code,
+            ),
+            spec=spec,
+            status=existing.status,
+        )
+        updated = self._call(
+            f"update app {i.name} (revision {existing.metadata.revision})",
+            lambda: self._apps.update(ap.UpdateRequest(app=replacement, reason=reason)),
+            service="AppService",
+        )
+        return "updated", updated.app
+
+    def get_app(self, project: str, domain: str, org: str, name: str) -> ad.App | None:
+        app_id = ad.Identifier(org=org, project=project, domain=domain, name=name)
+        try:
+            response = self._call(
+                f"get app {name}",
+                lambda: self._apps.get(ap.GetRequest(app_id=app_id)),
+                tolerate=(Code.NOT_FOUND,),
+                service="AppService",
+            )
+        except _Tolerated:
+            return None
+        return response.app
+
+    def list_apps(self, project: str, domain: str, org: str) -> list[ad.App]:
+        scope = identifier_pb2.ProjectIdentifier(organization=org, name=project, domain=domain)
+
+        def page(token: str) -> tuple[list[ad.App], str]:
+            request = ap.ListRequest(request=list_pb2.ListRequest(limit=_PAGE, token=token), project=scope)
+            response = self._apps.list(request)
+            return list(response.apps), response.token
+
+        return self._all_pages(f"list apps of {project}/{domain}", page, service="AppService")
+
+    def delete_app(self, project: str, domain: str, org: str, name: str) -> bool:
+        """Delete an app; False when there was none."""
+        app_id = ad.Identifier(org=org, project=project, domain=domain, name=name)
+        try:
+            self._call(
+                f"delete app {name}",
+                lambda: self._apps.delete(ap.DeleteRequest(app_id=app_id)),
+                tolerate=(Code.NOT_FOUND,),
+                service="AppService",
+            )
+        except _Tolerated:
+            return False
+        return True
+
     # -- plumbing ---------------------------------------------------------------------------------------
 
-    def _all_pages(self, what: str, page: Callable[[str], tuple[list[_T], str]]) -> list[_T]:
+    def _all_pages(
+        self, what: str, page: Callable[[str], tuple[list[_T], str]], *, service: str = "TaskService"
+    ) -> list[_T]:
         items: list[_T] = []
         token = ""
         while True:
-            found, token = self._call(what, functools.partial(page, token))
+            found, token = self._call(what, functools.partial(page, token), service=service)
             items.extend(found)
             if not token:
                 return items
@@ -330,6 +573,10 @@ class ControlPlane(ABC):
                 if exc.code == Code.UNAVAILABLE and attempt < self._attempts:
                     time.sleep(self._backoff_s * 2 ** (attempt - 1))
                     continue
+                if exc.code == Code.UNIMPLEMENTED and service != "TaskService":
+                    raise Unsupported(
+                        f"control plane {self.label} does not serve flyteidl2 {service} (cannot {what})"
+                    ) from exc
                 raise self._error(what, exc, attempt, service) from exc
         raise AssertionError("unreachable")
 
@@ -354,6 +601,22 @@ class ControlPlane(ABC):
 
 class _Tolerated(Exception):
     """An expected Connect error code that the caller turns into a result."""
+
+
+def same_app_spec(old: ad.Spec, new: ad.Spec) -> bool:
+    """The flyte SDK's test (`App._app_specs_are_equal`): equal as JSON, `new` taking `old`'s ingress
+    when it has none of its own."""
+    old_json = MessageToDict(old)
+    new_json = MessageToDict(new)
+    if not new_json.get("ingress") and "ingress" in old_json:
+        new_json["ingress"] = old_json["ingress"]
+    return old_json == new_json
+
+
+def _listed(names: Sequence[identifier_pb2.TriggerName]) -> str:
+    shown = ", ".join(f"{n.task_name}/{n.name}" for n in names[:3])
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return f"trigger{'s' if len(names) > 1 else ''} {shown}{more}"
 
 
 def _task_id(spec: td.TaskSpec) -> td.TaskIdentifier:

@@ -27,11 +27,11 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from flyteidl2.task.task_definition_pb2 import TaskSpec
 
-from deployer.controlplane.base import ControlPlane, DeployOutcome
+from deployer.controlplane.base import ControlPlane
 from deployer.controlplane.specs import spec_differences, spec_digest
 from deployer.controlplane.store import ignore_in_git
 from deployer.errors import ControlPlaneError, VersionConflict
@@ -161,8 +161,7 @@ def already_deployed(receipt: Receipt | None, expected: str, planned: Sequence[s
 # ---------------------------------------------------------------------------------------------- register
 
 
-EnvDone = Callable[[PlannedEnv, "list[DeployOutcome] | None", "str | None"], None]
-"""Called once per environment: its task outcomes, or None and the error that stopped it."""
+R = TypeVar("R")
 
 
 def levels(environments: Sequence[PlannedEnv]) -> list[list[PlannedEnv]]:
@@ -211,44 +210,28 @@ def refuse_conflicts(
     return identical
 
 
-def register(
+def run_by_level(
     plane: ControlPlane,
     plan: Plan,
-    specs: Mapping[str, list[TaskSpec]],
-    *,
-    unchanged: set[str],
-    on_env: EnvDone,
+    job: Callable[[PlannedEnv], R],
+    on_env: Callable[[PlannedEnv, R | None, str | None], None],
 ) -> bool:
-    """Register every environment's tasks, level by level; tasks in `unchanged` are not sent again.
-    Stops after the first level in which an environment fails (later levels are not started). Returns
-    whether everything landed."""
+    """Run `job` for every environment, level by level of the dependency graph, the environments of a level
+    at once (`plane.concurrency` at a time); `on_env` gets each result, or None and the error that
+    stopped it. Stops after the first level in which an environment fails (later levels are not
+    started). Returns whether everything landed."""
     with ThreadPoolExecutor(max_workers=max(1, plane.concurrency)) as pool:
         for level in levels(plan.environments):
-            work = {
-                env.name: [
-                    pool.submit(_deploy_one, plane, spec, spec.task_template.id.name in unchanged)
-                    for spec in specs[env.name]
-                ]
-                for env in level
-            }
+            work = {env.name: pool.submit(job, env) for env in level}
             failed = False
             for env in level:
-                outcomes: list[DeployOutcome] = []
-                error: str | None = None
-                for future in work[env.name]:
-                    try:
-                        outcomes.append(future.result())
-                    except ControlPlaneError as exc:
-                        error = error or str(exc)
-                if error is not None:
+                try:
+                    result = work[env.name].result()
+                except ControlPlaneError as exc:
                     failed = True
-                    on_env(env, None, error)
+                    on_env(env, None, str(exc))
                 else:
-                    on_env(env, outcomes, None)
+                    on_env(env, result, None)
             if failed:
                 return False
     return True
-
-
-def _deploy_one(plane: ControlPlane, spec: TaskSpec, known_identical: bool) -> DeployOutcome:
-    return "unchanged" if known_identical else plane.deploy_task(spec)

@@ -24,15 +24,26 @@ import threading
 from typing import Any, cast
 from urllib.parse import urlparse
 
+from flyteidl2.app.app_service_connect import AppServiceClient
 from flyteidl2.cluster import payload_pb2 as cluster_pb2
 from flyteidl2.cluster.service_connect import ClusterServiceClient
 from flyteidl2.common import identifier_pb2
 from flyteidl2.dataproxy.dataproxy_service_connect import DataProxyServiceClient
 from flyteidl2.project.project_service_connect import ProjectServiceClient
 from flyteidl2.task.task_service_connect import TaskServiceClientSync
+from flyteidl2.trigger.trigger_service_connect import TriggerServiceClient
 
 from deployer import sdk
-from deployer.controlplane.base import ControlPlane, DataProxyCalls, ProjectCalls, TaskCalls
+from deployer.controlplane.base import (
+    AppCalls,
+    ClusterCalls,
+    ControlPlane,
+    DataProxyCalls,
+    ProjectCalls,
+    TaskCalls,
+    TriggerCalls,
+    UploadCalls,
+)
 from deployer.controlplane.session import RemoteTarget, Session
 from deployer.errors import ControlPlaneError, UsageError
 from deployer.redact import printable_url
@@ -157,6 +168,23 @@ class RemoteControlPlane(ControlPlane):
                     target, timeout_s=self._timeout_s, auth_endpoint=own.url
                 )
             return self._cluster_sessions[endpoint]
+
+    @property
+    def _triggers(self) -> TriggerCalls:
+        return cast(TriggerCalls, self._service(TriggerServiceClient))
+
+    @property
+    def _apps(self) -> AppCalls:
+        return cast(AppCalls, self._service(AppServiceClient))
+
+    @property
+    def _clusters(self) -> ClusterCalls:
+        return cast(ClusterCalls, self._service(ClusterServiceClient))
+
+    def _uploads_at(self, endpoint: str) -> UploadCalls:
+        """The data proxy of the cluster `SelectCluster` named (this plane's when it names none or this
+        one), with this plane's credentials, as the flyte SDK builds a session per cluster."""
+        return cast(UploadCalls, self._cluster(endpoint).service(DataProxyServiceClient))
 
     @property
     def _previews(self) -> Any:

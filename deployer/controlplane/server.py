@@ -95,6 +95,7 @@ class ControlPlaneServer:
         public_url: str | None = None,
         projects: Sequence[str] = (DEFAULT_PROJECT,),
         limits: Limits = Limits(),
+        app_url: str | None = None,
     ) -> None:
         self.store = store
         config = auth or AuthConfig()
@@ -113,6 +114,7 @@ class ControlPlaneServer:
             auth=self.auth,
             max_upload_bytes=limits.max_upload_bytes,
             public_url=public_url,
+            app_url=app_url,
         )
         self.created_projects = [p for p in projects if self.handlers.projects.ensure(p)]
         self.projects = tuple(projects)

@@ -14,14 +14,17 @@ from typing import Any
 
 from connectrpc.compression import Compression
 from connectrpc.interceptor import InterceptorSync
+from flyteidl2.app.app_service_connect import AppServiceWSGIApplication
 from flyteidl2.auth.auth_service_connect import AuthMetadataServiceWSGIApplication
 from flyteidl2.auth.identity_connect import IdentityServiceWSGIApplication
 from flyteidl2.cluster.service_connect import ClusterServiceWSGIApplication
 from flyteidl2.dataproxy.dataproxy_service_connect import DataProxyServiceWSGIApplication
 from flyteidl2.project.project_service_connect import ProjectServiceWSGIApplication
 from flyteidl2.task.task_service_connect import TaskServiceWSGIApplication
+from flyteidl2.trigger.trigger_service_connect import TriggerServiceWSGIApplication
 
 from deployer.controlplane import preview_service
+from deployer.controlplane.app_service import AppService
 from deployer.controlplane.auth import Auth, AuthConfig
 from deployer.controlplane.auth_service import AuthMetadataService, IdentityService
 from deployer.controlplane.blobs import Blobs, FileBlobs
@@ -31,6 +34,7 @@ from deployer.controlplane.preview_service import PreviewService
 from deployer.controlplane.project_service import ProjectService
 from deployer.controlplane.store import TaskStore
 from deployer.controlplane.task_service import TaskService
+from deployer.controlplane.trigger_service import TriggerService
 
 BUNDLES_DIR = "bundles"
 """Default data-proxy storage: `STATE_DIR/bundles` (file storage)."""
@@ -42,6 +46,8 @@ class Handlers:
 
     tasks: TaskService
     previews: PreviewService
+    triggers: TriggerService
+    apps: AppService
 
     # -- projects, uploads and auth (the protocol a Flyte client speaks besides TaskService) ----------
     projects: ProjectService
@@ -59,11 +65,15 @@ class Handlers:
         auth: Auth | None = None,
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         public_url: str | None = None,
+        app_url: str | None = None,
     ) -> Handlers:
+        """`app_url`: the pattern of the public URL reported for each app (see `AppService`)."""
         blobs = blobs or FileBlobs(Path(store.state_dir) / BUNDLES_DIR)
         return cls(
             tasks=TaskService(store),
             previews=PreviewService(store),
+            triggers=TriggerService(store),
+            apps=AppService(store, public_url=app_url),
             projects=ProjectService(store),
             dataproxy=DataProxyService(store, blobs, max_upload_bytes=max_upload_bytes, base_url=public_url),
             clusters=ClusterService(),
@@ -96,4 +106,6 @@ def wsgi_apps(
         ),
         "/flyteidl2.auth.IdentityService/": IdentityServiceWSGIApplication(handlers.identity, **options),
         f"/{preview_service.SERVICE}/": preview_service.wsgi_app(handlers.previews, **options),
+        "/flyteidl2.trigger.TriggerService/": TriggerServiceWSGIApplication(handlers.triggers, **options),
+        "/flyteidl2.app.AppService/": AppServiceWSGIApplication(handlers.apps, **options),
     }

@@ -29,6 +29,7 @@ from typing import Any
 
 from flyteidl2.task.task_definition_pb2 import TaskSpec, TaskTrigger
 
+from deployer.controlplane import app_store, trigger_store
 from deployer.controlplane.specs import canonical_bytes, spec_digest, spec_from_bytes
 from deployer.errors import ControlPlaneError
 
@@ -71,6 +72,8 @@ CREATE INDEX IF NOT EXISTS tasks_by_version ON tasks (project, domain, version);
 INSERT OR IGNORE INTO projects (id, name, description, labels, state, created_at_ns)
     SELECT DISTINCT project, project, '', x'', 0, 0 FROM tasks;
 """,
+    # Triggers with their revisions (flyteidl2 TriggerService) and apps with theirs (AppService).
+    trigger_store.MIGRATION + app_store.MIGRATION,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -157,7 +160,11 @@ class TaskStore:
         self, key: TaskKey, spec: TaskSpec, triggers: Sequence[TaskTrigger] = ()
     ) -> tuple[PutOutcome, StoredTask]:
         """Record `spec` under `key` unless the version exists. Returns what happened and the row
-        now stored (the existing one for `unchanged`/`conflict`)."""
+        now stored (the existing one for `unchanged`/`conflict`).
+
+        The task's triggers are written in the same transaction (see `trigger_store.apply_task_triggers`).
+        An existing version writes nothing, triggers included: the same deploy again is a no-op (a
+        trigger paused by hand since stays paused), and a conflict is refused."""
         new = StoredTask(
             key=key,
             spec_bytes=canonical_bytes(spec),
@@ -176,6 +183,9 @@ class TaskStore:
             db.execute(
                 f"INSERT INTO tasks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 _row(new),
+            )
+            trigger_store.apply_task_triggers(
+                db, key.project, key.domain, key.name, key.version, triggers, new.deployed_at_ns
             )
         return PutOutcome.registered, new
 
@@ -297,6 +307,20 @@ class TaskStore:
                     _key_params(key),
                 ).fetchone()[0]
             )
+
+    # -- transactions for the other stores (triggers, apps) --------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside one write transaction (committed on success, rolled back on error)."""
+        with self._connect() as db, _write(db):
+            yield db
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection for reads (WAL: never blocked by a writer)."""
+        with self._connect() as db:
+            yield db
 
     # -- plumbing ----------------------------------------------------------------------------
 

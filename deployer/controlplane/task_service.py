@@ -30,6 +30,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from deployer.controlplane.specs import spec_differences
 from deployer.controlplane.store import PutOutcome, StoredTask, TaskKey, TaskStore
+from deployer.controlplane.trigger_service import check_schedule
 from deployer.controlplane.validation import validate, validate_deploy, validate_version
 
 DEFAULT_PAGE = 100
@@ -73,6 +74,13 @@ class TaskService:
         key = _key(request.task_id)
         if self.store.get_project(key.project) is None:
             raise ConnectError(Code.NOT_FOUND, f"project {key.project!r} not found")
+        names: set[str] = set()
+        for trigger in request.triggers:
+            # As the backend: a bad schedule refuses the whole request before anything is written.
+            check_schedule(trigger.name, trigger.automation_spec)
+            if trigger.name in names:
+                raise ConnectError(Code.INVALID_ARGUMENT, f"triggers: {trigger.name!r} is sent twice")
+            names.add(trigger.name)
         outcome, stored = self.store.put(key, request.spec, request.triggers)
         if outcome is PutOutcome.unchanged:
             raise ConnectError(Code.ALREADY_EXISTS, f"task {key} already exists with an identical spec")
@@ -287,7 +295,29 @@ def summarize(method: str, request: object) -> RequestSummary:
         return RequestSummary(
             method, "/".join(x for x in (p.organization, p.name, p.domain) if x) or request.org
         )
-    return RequestSummary(method, "")
+    return RequestSummary(method, _named(request))
+
+
+def _named(request: object) -> str:
+    """What a trigger or app request is about: `project/domain/task/trigger`, `project/domain/app`."""
+    from flyteidl2.app import app_payload_pb2 as ap
+    from flyteidl2.trigger import trigger_service_pb2 as tsv
+
+    def parts(*values: str) -> str:
+        return "/".join(v for v in values if v)[:300]
+
+    if isinstance(request, tsv.UpdateTriggersRequest | tsv.DeleteTriggersRequest):
+        return ", ".join(parts(n.project, n.domain, n.task_name, n.name) for n in request.names[:5])
+    name = getattr(request, "name", None)
+    if name is not None and hasattr(name, "task_name"):
+        return parts(name.project, name.domain, name.task_name, name.name)
+    if isinstance(request, ap.CreateRequest | ap.UpdateRequest):
+        i = request.app.metadata.id
+        return parts(i.project, i.domain, i.name)
+    if isinstance(request, ap.GetRequest | ap.DeleteRequest):
+        i = request.app_id
+        return parts(i.project, i.domain, i.name)
+    return ""
 
 
 def _key_unchecked(task_id: td.TaskIdentifier) -> TaskKey:

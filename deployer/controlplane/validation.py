@@ -16,6 +16,7 @@ image lookup: kilobytes), both INVALID_ARGUMENT naming the field.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import protovalidate
 from connectrpc.code import Code
@@ -85,10 +86,14 @@ def _empty_org(violation: protovalidate.Violation, request: Message) -> bool:
     elements = field.elements if field is not None else ()
     if not elements or elements[-1].field_name not in _ORG_FIELDS:
         return False
-    value: object = request
+    value: Any = request
     for element in elements:
         value = getattr(value, element.field_name, None)
-    return value == ""
+        subscript = getattr(element, "subscript", None)
+        if subscript is not None and getattr(subscript, "field", None) == "index" and value is not None:
+            # An element of a repeated field, e.g. `names[0].org`.
+            value = value[subscript.value]
+    return bool(value == "")
 
 
 def _oversized_field(message: Message, path: str) -> tuple[str, int] | None:

@@ -55,6 +55,10 @@ class CleanupResult(Model):
     removed_versions: tuple[str, ...] = ()
     """Preview versions dropped from the embedded control plane."""
     removed_tasks: int = 0
+    removed_triggers: tuple[str, ...] = ()
+    """`task/trigger` names of the preview's triggers deleted from the control plane."""
+    removed_apps: tuple[str, ...] = ()
+    """Names of the preview's apps deleted from the control plane."""
     control_plane: str = "embedded"
     versions_kept: bool = False
     """The plane cannot delete task versions (a Flyte backend: flyteidl2 has no delete), so they stay."""

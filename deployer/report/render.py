@@ -38,7 +38,8 @@ def summary_markdown(
     text = render("report/summary.md.j2", **context)
     if len(text.encode()) > SUMMARY_LIMIT_BYTES:
         # Huge projects: keep the headline, facts and status; drop the per-environment tables.
-        text = render("report/summary.md.j2", **(context | {"environments": [], "images": [], "timings": []}))
+        dropped: dict[str, list[Any]] = {"environments": [], "images": [], "timings": [], "triggers": []}
+        text = render("report/summary.md.j2", **(context | dropped))
     return _clip(text, SUMMARY_LIMIT_BYTES)
 
 
@@ -53,7 +54,7 @@ def pr_comment_markdown(
             "report/pr_comment.md.j2",
             marker=marker,
             updated_for=_updated_for(run),
-            **(context | {"images": []}),
+            **(context | {"images": [], "triggers": []}),
         )
     return _clip(text, COMMENT_LIMIT_CHARS)
 
@@ -78,6 +79,8 @@ def _context(
         "run": _headline(run, report),
         "facts": _facts(run, report, cleanup),
         "environments": _environment_rows(report),
+        "triggers": _trigger_rows(report),
+        "apps": _app_rows(report),
         "images": _image_rows(report),
         "bundle": _bundle(report),
         "cleanup": _cleanup_lines(cleanup),
@@ -147,7 +150,7 @@ def _environment_rows(report: Report | None) -> list[dict[str, str]]:
         return [
             {
                 "name": prose(env.name),
-                "tasks": _code_list(env.tasks),
+                "tasks": _code_list(env.tasks) if env.app is None else f"app {code(env.app.name)}",
                 "mode": prose(modes.get(env.name, "")),
                 "where": _where(env.image, env.bundle_uri),
                 "status": prose(f"{env.status}: {env.error}" if env.error else env.status),
@@ -158,13 +161,96 @@ def _environment_rows(report: Report | None) -> list[dict[str, str]]:
     return [
         {
             "name": prose(env.name),
-            "tasks": _code_list(env.tasks),
+            "tasks": _code_list(env.tasks) if env.app is None else f"app {code(env.app.name)}",
             "mode": prose(env.mode),
             "where": _where(built[env.name].uri if env.name in built else env.image.uri, None),
             "status": "not deployed",
         }
         for env in report.plan.environments
     ]
+
+
+def _trigger_rows(report: Report | None) -> list[dict[str, str]]:
+    """Every trigger: as the control plane holds it after a deploy, else as planned."""
+    if report is None:
+        return []
+    if report.deployment is not None:
+        rows = [
+            {
+                "task": code(t.task),
+                "name": code(t.name),
+                "schedule": code(t.schedule),
+                "active": _active(t.active),
+                "removed": "",
+            }
+            for env in report.deployment.environments
+            for t in env.triggers
+        ]
+        rows += [
+            {
+                "task": code(r.split("/", 1)[0]),
+                "name": code(r.split("/", 1)[-1]),
+                "schedule": "—",
+                "active": "removed: no longer in the code",
+                "removed": "yes",
+            }
+            for env in report.deployment.environments
+            for r in env.removed_triggers
+        ]
+        return rows
+    return [
+        {
+            "task": code(t.task),
+            "name": code(t.name),
+            "schedule": code(t.schedule),
+            "active": _active(t.active) + " (planned)",
+            "removed": "",
+        }
+        for env in report.plan.environments
+        for t in env.triggers
+    ]
+
+
+def _active(active: bool) -> str:
+    return "✅ active" if active else "⏸️ inactive"
+
+
+def _app_rows(report: Report | None) -> list[dict[str, str]]:
+    """Every app, with its URL when the control plane reports one."""
+    if report is None:
+        return []
+    if report.deployment is not None:
+        rows = []
+        for env in report.deployment.environments:
+            if env.app is None:
+                continue
+            app = env.app
+            rows.append(
+                {
+                    "env": prose(env.name),
+                    "name": code(app.name),
+                    "url": f"[{cell(app.url)}]({app.url})" if app.url and _linkable(app.url) else "—",
+                    "revision": str(app.revision) if app.revision else "—",
+                    "status": prose(f"{env.status}: {app.reason}" if app.reason else env.status),
+                }
+            )
+        return rows
+    return [
+        {
+            "env": prose(env.name),
+            "name": code(env.app.name),
+            "url": "—",
+            "revision": "—",
+            "status": "not deployed",
+        }
+        for env in report.plan.environments
+        if env.app is not None
+    ]
+
+
+def _linkable(url: str) -> bool:
+    # Only web links: a control plane's answer must not smuggle `javascript:` or Markdown into the page.
+    return url.startswith(("https://", "http://")) and not any(c in url for c in " <>()[]`\n")
 
 
 def _image_rows(report: Report | None) -> list[dict[str, str]]:
@@ -231,6 +317,10 @@ def _cleanup_lines(cleanup: CleanupResult | None) -> list[str]:
         )
     else:
         lines.append(f"No preview versions were registered in {where}.")
+    if cleanup.removed_triggers:
+        lines.append("Triggers removed: " + _code_list(cleanup.removed_triggers))
+    if cleanup.removed_apps:
+        lines.append("Apps removed: " + _code_list(cleanup.removed_apps))
     if cleanup.deactivated_deployments:
         lines.append(f"{len(cleanup.deactivated_deployments)} GitHub deployment(s) marked inactive.")
     return lines

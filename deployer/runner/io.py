@@ -52,7 +52,8 @@ def encode_inputs(spec: TaskSpec, raw: Mapping[str, str]) -> bytes:
         inputs = run_sync(convert_from_native_to_inputs, interface, **values)
     except Exception as exc:
         raise UsageError(f"--input values do not fit task {task}'s interface: {_one_line(exc)}") from exc
-    return inputs.proto_inputs.SerializeToString()
+    serialized: bytes = inputs.proto_inputs.SerializeToString()
+    return serialized
 
 
 def _decode(name: str, text: str, py_type: Any) -> Any:
