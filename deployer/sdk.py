@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import inspect
 import logging
+import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -529,3 +530,16 @@ _CHECKS: list[Callable[[Need, Params, Fields, list[str]], None]] = [
     _image_internals,
     _remote_internals,
 ]
+
+
+def restart_background_loop() -> None:
+    """In a forked child: give the SDK's sync-over-async loop a thread again. The loop thread starts
+    when `flyte` is imported; a fork copies the loop but not its thread, so every `.aio` call the SDK
+    makes in the child (app translation among them) would wait forever."""
+    api = sys.modules.get("flyte.syncify._api")
+    syncify = sys.modules.get("flyte.syncify")
+    if api is None or syncify is None:
+        return
+    background = syncify.syncify._bg_loop
+    if not background.thread.is_alive():
+        background.__init__(name=background.thread.name)

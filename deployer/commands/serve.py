@@ -117,7 +117,7 @@ def command(
     """Serve a Flyte 2 control plane until Ctrl-C or SIGTERM: flyteidl2 TaskService, TriggerService,
     AppService, ProjectService, DataProxyService (uploads), ClusterService, AuthMetadataService and
     IdentityService. The `flyte` CLI and SDK can use it: --endpoint dns:///HOST:PORT (--insecure without
-    TLS). FLYTE_DEPLOY_APP_URL: the URL pattern reported for apps."""
+    TLS). Apps' reported URLs follow the app_url setting (README: Configuration)."""
     from deployer.controlplane.blobs import open_blobs
     from deployer.controlplane.server import ControlPlaneServer, Limits
 
