@@ -19,6 +19,7 @@ import selectors
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -79,6 +80,9 @@ def _child(work: Callable[[], int], channel: int) -> None:
         code = work()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        # A bug of ours: os._exit below would end the child before Python printed it.
+        traceback.print_exc()
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -182,7 +182,10 @@ def refuse_conflicts(
     """Versions are immutable: refuse the whole deploy, before anything is written, when a task the plane
     holds under this version has a different spec. Returns the names of held tasks that are identical."""
     wanted = [
-        spec for env in plan.environments for spec in specs[env.name] if spec.task_template.id.name in held
+        spec
+        for env in plan.environments
+        for spec in specs.get(env.name, ())
+        if spec.task_template.id.name in held
     ]
     if not wanted:
         return set()
