@@ -22,22 +22,19 @@ These are internal SDK APIs, reached through `deployer.sdk` (which `sdk_internal
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import logging
-import threading
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import flyte
 from flyteidl2.task.task_definition_pb2 import TaskSpec
 
 from deployer import sdk
+from deployer.controlplane.sync import one_line, run_coroutine
 from deployer.errors import DeployError, PlanError
-
-_T = TypeVar("_T")
 
 
 def task_specs(
@@ -86,7 +83,7 @@ def task_specs(
     )
     sys_path_env = _sys_path_env(root_dir, sys_paths)
     tasks = [_with_env_vars(task, sys_path_env) for task in env.tasks.values()]
-    defaults = _run(_default_inputs(env.name, tasks))
+    defaults = run_coroutine(_default_inputs(env.name, tasks))
     specs = []
     with sdk.git_status_once():
         for task, default_inputs in zip(tasks, defaults, strict=True):
@@ -114,7 +111,7 @@ async def _default_inputs(env_name: str, tasks: Sequence[Any]) -> list[Any]:
 
 def _task_error(env_name: str, task: Any, exc: BaseException) -> PlanError:
     return PlanError(
-        f"cannot serialize task {task.name} of environment {env_name}: {_one_line(exc)}",
+        f"cannot serialize task {task.name} of environment {env_name}: {one_line(exc)}",
         file=str(task.source_file) if getattr(task, "source_file", None) else None,
     )
 
@@ -184,13 +181,6 @@ def _replaced(text: str, replacements: Mapping[str, str]) -> str:
     return text
 
 
-def _one_line(exc: BaseException) -> str:
-    reason = str(exc)
-    if exc.__cause__ is not None and str(exc.__cause__) not in reason:
-        reason = f"{reason} ({exc.__cause__})"
-    return " ".join(reason.split())
-
-
 def _serialize(task: Any, context: Any, default_inputs: list[Any]) -> TaskSpec:
     import flyte.report
     from flyte.models import ActionID, RawDataPath, TaskContext
@@ -257,26 +247,3 @@ def _with_env_vars(task: Any, extra: Mapping[str, str]) -> Any:
     clone = copy.copy(task)
     clone.env_vars = {**(task.env_vars or {}), **extra}
     return clone
-
-
-def _run(coro: Coroutine[Any, Any, _T]) -> _T:
-    """Run an SDK coroutine from sync code, also when the caller already runs an event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    result: list[_T] = []
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(asyncio.run(coro))
-        except BaseException as exc:
-            failure.append(exc)
-
-    worker = threading.Thread(target=target)
-    worker.start()
-    worker.join()
-    if failure:
-        raise failure[0]
-    return result[0]
