@@ -148,8 +148,16 @@ def _run(
     storage = _explicit_storage(plan, request, progress)
     if stage == "plan":
         with clock("serialize"):
-            drafts = _draft_all(planned, org=settings.org)
-        return _dry_run(request, planned, drafts, storage, clock, started_at, progress)
+            shown = _draft_all(planned, org=settings.org)
+        return _dry_run(request, planned, shown, storage, clock, started_at, progress)
+
+    checked: _Drafts | None = None
+    if _has_triggers_or_apps(plan):
+        # Triggers and apps are checked as the plane would check them before the plane is even opened:
+        # one it would refuse leaves no trace anywhere (an embedded plane's state included).
+        with clock("serialize"):
+            checked = _draft_all(planned, org=settings.org)
+            _sent(planned, checked.specs, checked.images, None, settings)
 
     from deployer.controlplane import open_control_plane
 
@@ -172,6 +180,7 @@ def _run(
             if {**pinned, **_built_uris(plan, images)} != held.images:
                 held = None
         if held is not None:
+            held = _with_held_triggers(held, plane, plan, settings.org, progress)
             for status in held.statuses:
                 progress.info(
                     f"{status.name}: unchanged ({_count(len(status.tasks), 'task')}, version {plan.version})"
@@ -183,9 +192,10 @@ def _run(
                 plan, Artifacts(bundle=held.bundle, images=images), deployment, clock, started_at
             )
             return Outcome(report=report, specs={})
-        with clock("serialize"):  # once, before anything is built or uploaded: a bad task stops it all here
-            drafts = _draft_all(planned, org=settings.org)
-            _sent(planned, drafts.specs, drafts.images, None, settings)  # triggers and apps, checked too
+        drafts = checked
+        if drafts is None:
+            with clock("serialize"):  # once, before anything is built or uploaded: a bad task stops it here
+                drafts = _draft_all(planned, org=settings.org)
         bundle = None
         if _needs_bundle(plan):
             with clock("bundle"):
@@ -602,6 +612,25 @@ def _held_deploy(
         for env in plan.environments
     ]
     return _Held(statuses=statuses, bundle=bundle, images=dict(receipt.images))
+
+
+def _with_held_triggers(held: _Held, plane: ControlPlane, plan: Plan, org: str, progress: Progress) -> _Held:
+    """The held deploy with its triggers as the plane holds them (paused since by the SDK, say)."""
+    from deployer.registration import env_triggers, held_triggers
+
+    if not any(env.triggers for env in plan.environments):
+        return held
+    state = held_triggers(plane, plan, org, progress)
+    by_name = {env.name: env for env in plan.environments}
+    statuses = [
+        s.model_copy(update={"triggers": env_triggers(by_name[s.name], state)}) if s.kind == "task" else s
+        for s in held.statuses
+    ]
+    return _Held(statuses=statuses, bundle=held.bundle, images=held.images)
+
+
+def _has_triggers_or_apps(plan: Plan) -> bool:
+    return any(env.triggers or env.app is not None for env in plan.environments)
 
 
 def _record_deploy(

@@ -174,17 +174,45 @@ def settle_triggers(
         else:
             removed = [f"{n.task_name}/{n.name}" for n in names]
             progress.info(f"removed triggers no longer in the code: {', '.join(removed)}")
+    return _as_held(fallback, live), removed
+
+
+def held_triggers(
+    plane: ControlPlane, plan: Plan, org: str, progress: Progress
+) -> dict[str, list[TriggerDeployment]]:
+    """{task name: its planned triggers as the plane holds them}, for a deploy the plane holds already:
+    a trigger paused since (by the SDK, say) shows paused."""
+    planned: dict[str, list[TriggerDeployment]] = {}
+    for env in plan.environments:
+        for t in env.triggers:
+            shown = TriggerDeployment(task=t.task, name=t.name, schedule=t.schedule, active=t.active)
+            planned.setdefault(t.task, []).append(shown)
+    if not planned:
+        return planned
+    try:
+        live = plane.list_triggers(plan.project, plan.domain, org)
+    except ControlPlaneError as exc:  # Unsupported included: the deploy stands, shown as planned
+        progress.warning(f"could not read the triggers back: {exc}; they are reported as planned")
+        return planned
+    return _as_held(planned, live)
+
+
+def _as_held(
+    shown: Mapping[str, list[TriggerDeployment]], live: Sequence[Trigger]
+) -> dict[str, list[TriggerDeployment]]:
+    """`shown` with each trigger's state and revision where the plane holds it."""
     state = {(t.id.name.task_name, t.id.name.name): t for t in live}
-    settled: dict[str, list[TriggerDeployment]] = {}
-    for task, triggers in sent.items():
-        settled[task] = []
+    held: dict[str, list[TriggerDeployment]] = {}
+    for task, triggers in shown.items():
+        held[task] = []
         for trigger in triggers:
-            shown = _as_sent(planned.get((task, trigger.name)), task, trigger)
-            held = state.get((task, trigger.name))
-            if held is not None:
-                shown = shown.model_copy(update={"active": held.active, "revision": held.id.revision or None})
-            settled[task].append(shown)
-    return settled, removed
+            found = state.get((task, trigger.name))
+            if found is not None:
+                trigger = trigger.model_copy(
+                    update={"active": found.active, "revision": found.id.revision or None}
+                )
+            held[task].append(trigger)
+    return held
 
 
 def env_triggers(

@@ -494,10 +494,13 @@ def test_trigger_inputs_are_offloaded_where_the_plane_takes_them_as_flyte_does(
 
     project = flyte_project({"app.py": TRIGGERED})
     plane = EmbeddedControlPlane(tmp_path / "state")
+    plane.create_project("acme", "")
     clusters, uploads = _ZeroTrustCluster(), _ContentAddressedUploads()
-    # Our handlers plus the two services a zero-trust plane adds (the embedded plane looks them up by name).
+    # Our handlers, with the cluster and data proxy services of a zero-trust plane in place of ours (the
+    # embedded plane looks them up by name).
     ours = {f.name: getattr(plane.handlers, f.name) for f in dataclasses.fields(plane.handlers)}
-    plane.handlers = SimpleNamespace(**ours, clusters=clusters, dataproxy=uploads)  # type: ignore[assignment]
+    ours.update(clusters=clusters, dataproxy=uploads)
+    plane.handlers = SimpleNamespace(**ours)  # type: ignore[assignment]
 
     sent = _sent(project, "v1")
     outcomes = register_tasks(plane, [s for s, _ in sent], {s.task_template.id.name: t for s, t in sent})
