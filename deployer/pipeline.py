@@ -615,15 +615,15 @@ def _held_deploy(
 
 
 def _with_held_triggers(held: _Held, plane: ControlPlane, plan: Plan, org: str, progress: Progress) -> _Held:
-    """The held deploy with its triggers as the plane holds them (paused since by the SDK, say)."""
-    from deployer.registration import env_triggers, held_triggers
+    """The held deploy with its triggers as the plane holds them (paused since by the SDK, say), in task
+    order as a registered deploy reports them."""
+    from deployer.registration import as_held, trigger_state
 
-    if not any(env.triggers for env in plan.environments):
-        return held
-    state = held_triggers(plane, plan, org, progress)
-    by_name = {env.name: env for env in plan.environments}
+    if not any(status.triggers for status in held.statuses):
+        return held  # nothing to read back
+    state = trigger_state(plane, plan, org, progress)
     statuses = [
-        s.model_copy(update={"triggers": env_triggers(by_name[s.name], state)}) if s.kind == "task" else s
+        s.model_copy(update={"triggers": tuple(sorted(as_held(s.triggers, state), key=lambda t: t.task))})
         for s in held.statuses
     ]
     return _Held(statuses=statuses, bundle=held.bundle, images=held.images)

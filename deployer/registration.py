@@ -13,7 +13,7 @@ The pipeline calls these per environment, in deploy order:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -174,45 +174,38 @@ def settle_triggers(
         else:
             removed = [f"{n.task_name}/{n.name}" for n in names]
             progress.info(f"removed triggers no longer in the code: {', '.join(removed)}")
-    return _as_held(fallback, live), removed
+    state = _by_key(live)
+    return {task: as_held(triggers, state) for task, triggers in fallback.items()}, removed
 
 
-def held_triggers(
-    plane: ControlPlane, plan: Plan, org: str, progress: Progress
-) -> dict[str, list[TriggerDeployment]]:
-    """{task name: its planned triggers as the plane holds them}, for a deploy the plane holds already:
-    a trigger paused since (by the SDK, say) shows paused."""
-    planned: dict[str, list[TriggerDeployment]] = {}
-    for env in plan.environments:
-        for t in env.triggers:
-            shown = TriggerDeployment(task=t.task, name=t.name, schedule=t.schedule, active=t.active)
-            planned.setdefault(t.task, []).append(shown)
-    if not planned:
-        return planned
+TriggerState = Mapping[tuple[str, str], Trigger]
+"""The plane's triggers by (task name, trigger name)."""
+
+
+def trigger_state(plane: ControlPlane, plan: Plan, org: str, progress: Progress) -> TriggerState:
+    """The triggers the plane holds in the deploy's project and domain; none (with a warning) when it
+    cannot say, and then the triggers are reported as planned."""
     try:
-        live = plane.list_triggers(plan.project, plan.domain, org)
-    except ControlPlaneError as exc:  # Unsupported included: the deploy stands, shown as planned
+        return _by_key(plane.list_triggers(plan.project, plan.domain, org))
+    except ControlPlaneError as exc:  # Unsupported included: the deploy stands
         progress.warning(f"could not read the triggers back: {exc}; they are reported as planned")
-        return planned
-    return _as_held(planned, live)
+        return {}
 
 
-def _as_held(
-    shown: Mapping[str, list[TriggerDeployment]], live: Sequence[Trigger]
-) -> dict[str, list[TriggerDeployment]]:
-    """`shown` with each trigger's state and revision where the plane holds it."""
-    state = {(t.id.name.task_name, t.id.name.name): t for t in live}
-    held: dict[str, list[TriggerDeployment]] = {}
-    for task, triggers in shown.items():
-        held[task] = []
-        for trigger in triggers:
-            found = state.get((task, trigger.name))
-            if found is not None:
-                trigger = trigger.model_copy(
-                    update={"active": found.active, "revision": found.id.revision or None}
-                )
-            held[task].append(trigger)
+def as_held(triggers: Iterable[TriggerDeployment], state: TriggerState) -> list[TriggerDeployment]:
+    """`triggers` with each one's state and revision where the plane holds it."""
+    held: list[TriggerDeployment] = []
+    for trigger in triggers:
+        found = state.get((trigger.task, trigger.name))
+        if found is not None:
+            revision = found.id.revision or None
+            trigger = trigger.model_copy(update={"active": found.active, "revision": revision})
+        held.append(trigger)
     return held
+
+
+def _by_key(live: Sequence[Trigger]) -> TriggerState:
+    return {(t.id.name.task_name, t.id.name.name): t for t in live}
 
 
 def env_triggers(
