@@ -110,7 +110,7 @@ def run_task(
                 )
                 exit_code = run_locally(bin_dir, actions.with_bundle(args, archive), env, action)
     finally:
-        _mask_log(action, secrets)
+        _mask_run_files(action, secrets)
 
     outputs = _collect_outputs(spec, name, container, action, exit_code, secrets, bundled=uri is not None)
     return TaskRun(
@@ -139,14 +139,28 @@ def _report_pod(task: str, container: TaskContainer, progress: Progress) -> None
         )
 
 
-def _mask_log(action: actions.ActionDir, secrets: Secrets) -> None:
-    """Whatever the task printed, the log we keep never holds a secret's value."""
-    if not secrets.values or not action.log.exists():
+def _mask_run_files(action: actions.ActionDir, secrets: Secrets) -> None:
+    """Whatever the task printed or raised, the log and error.pb we keep never hold a secret's value."""
+    if not secrets.values:
         return
-    text = action.log.read_text(errors="replace")
-    masked = secrets.mask(text)
-    if masked != text:
-        action.log.write_text(masked)
+    if action.log.exists():
+        text = action.log.read_text(errors="replace")
+        if secrets.mask(text) != text:
+            action.log.write_text(secrets.mask(text))
+    error_file = action.outputs / "error.pb"
+    if error_file.exists():
+        from flyteidl2.core import execution_pb2
+
+        document = execution_pb2.ErrorDocument()
+        try:
+            document.ParseFromString(error_file.read_bytes())
+        except Exception:  # unreadable: reported as such when the outcome is read; keep none of it
+            error_file.write_bytes(b"")
+            return
+        masked = secrets.mask(document.error.message)
+        if masked != document.error.message:
+            document.error.message = masked
+            error_file.write_bytes(document.SerializeToString())
 
 
 def _download_bundle(uri: str, dest: Path, state_dir: Path) -> Path:
