@@ -82,33 +82,9 @@ def run_task(
     target = {"project": project, "domain": domain, "org": org}
     try:
         if uri is None:
-            from deployer.runner.in_image import run_in_image
-
-            injected = secrets.env | ({SECRETS_DIR_ENV: str(SECRETS_DIR)} if secrets.files else {})
-            env = actions.runtime_env({}, container.env, action, **target, injected=injected)
-            files = {SECRETS_DIR / path: value for path, value in secrets.files.items()}
-            exit_code = run_in_image(
-                container.image, args, env, action, working_dir=container.working_dir, files=files
-            )
+            exit_code = _in_image(container, args, action, secrets, target)
         else:
-            from deployer.runner.local_venv import run_locally, runtime_bin_dir, wanted_runtime
-
-            archive = _download_bundle(uri, action.root / "bundle", state_dir)
-            python, flyte_version = wanted_runtime(container.image)
-            bin_dir = runtime_bin_dir(
-                python, flyte_version, state_dir / "runtimes", log=action.log, progress=progress
-            )
-            with secrets.local_dir(action.root) as secrets_dir:
-                injected = secrets.env | ({SECRETS_DIR_ENV: str(secrets_dir)} if secrets_dir else {})
-                env = actions.runtime_env(
-                    os.environ,
-                    container.env,
-                    action,
-                    **target,
-                    injected=injected,
-                    withheld={*secrets.variable_names, SECRETS_DIR_ENV},
-                )
-                exit_code = run_locally(bin_dir, actions.with_bundle(args, archive), env, action)
+            exit_code = _in_local_venv(container, args, uri, action, secrets, target, state_dir, progress)
     finally:
         _mask_run_files(action, secrets)
 
@@ -124,6 +100,48 @@ def run_task(
         run_dir=action.root,
         seconds=round(time.monotonic() - started, 3),
     )
+
+
+def _in_image(
+    container: TaskContainer,
+    args: list[str],
+    action: actions.ActionDir,
+    secrets: Secrets,
+    target: dict[str, str],
+) -> int:
+    """Container mode: nothing of the caller's environment, file secrets written into the container."""
+    from deployer.runner.in_image import run_in_image
+
+    injected = secrets.env | ({SECRETS_DIR_ENV: str(SECRETS_DIR)} if secrets.files else {})
+    env = actions.runtime_env({}, container.env, action, **target, injected=injected)
+    files = {SECRETS_DIR / path: value for path, value in secrets.files.items()}
+    return run_in_image(container.image, args, env, action, working_dir=container.working_dir, files=files)
+
+
+def _in_local_venv(
+    container: TaskContainer,
+    args: list[str],
+    uri: str,
+    action: actions.ActionDir,
+    secrets: Secrets,
+    target: dict[str, str],
+    state_dir: Path,
+    progress: Progress,
+) -> int:
+    """Bundle mode: the downloaded bundle in a runtime of the image's Python and flyte release."""
+    from deployer.runner.local_venv import run_locally, runtime_bin_dir, wanted_runtime
+
+    archive = _download_bundle(uri, action.root / "bundle", state_dir)
+    python, flyte_version = wanted_runtime(container.image)
+    runtimes = state_dir / "runtimes"
+    bin_dir = runtime_bin_dir(python, flyte_version, runtimes, log=action.log, progress=progress)
+    with secrets.local_dir(action.root) as secrets_dir:
+        injected = secrets.env | ({SECRETS_DIR_ENV: str(secrets_dir)} if secrets_dir else {})
+        withheld = {*secrets.variable_names, SECRETS_DIR_ENV}
+        env = actions.runtime_env(
+            os.environ, container.env, action, **target, injected=injected, withheld=withheld
+        )
+        return run_locally(bin_dir, actions.with_bundle(args, archive), env, action)
 
 
 def _report_pod(task: str, container: TaskContainer, progress: Progress) -> None:
