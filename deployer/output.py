@@ -295,12 +295,19 @@ def emit_task_run(run: TaskRun, *, as_json: bool) -> None:
         emit_json("run", run)
         return
     where = f"in {run.image}" if run.mode == "container" else "in a local virtualenv"
+    if run.pod_container:
+        where += f", pod template container {run.pod_container}"
     print(f"ran {run.task}@{run.version} ({run.mode} mode, {where}) in {run.seconds:.1f}s", file=sys.stderr)
     if len(run.outputs) == 1:
         print(_plain(next(iter(run.outputs.values()))))
         return
     for name, value in run.outputs.items():
         print(f"{name} = {json.dumps(value)}")
+
+
+def emit_task_traceback(traceback: str) -> None:
+    """`run --verbose`: the failed task's traceback, on stderr before the one-line error."""
+    print(traceback.rstrip(), file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------- pieces

@@ -1,7 +1,8 @@
 """The flags shared by several commands, declared once from `deployer.settings`.
 
-`@uses_request(*groups)` gives a command the flags of those settings groups (and, with
-`selection=True`, the FILE VAR / --all / --recursive arguments) and hands it one ready `DeployRequest`.
+`@uses_request(*groups)` gives a command the flags of those settings groups (plus single settings named by
+`fields=`, and with `selection=True` the FILE VAR / --all / --recursive arguments) and hands it one ready
+`DeployRequest`.
 Flags keep the meaning they have in `flyte deploy` where the flag exists there.
 """
 
@@ -11,7 +12,7 @@ import enum
 import functools
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -27,6 +28,9 @@ GROUPS = ("root", "code", "version", "target", "build", "push", "control_plane",
 PLAN = ("root", "code", "version", "target", "build")
 BUILD = (*PLAN, "push")
 DEPLOY = (*BUILD, "control_plane", "storage")
+RUN_FIELDS = ("root_dir", "project", "domain", "org", "endpoint", "insecure", "api_key", "state_dir")
+"""`run` reads a deployed task back: where it was deployed, and nothing about building or registering."""
+RUN_DOCS = {"root_dir": "Project root deployed from: the state dir defaults to ROOT_DIR/.flyte-deploy."}
 
 PathArg = Annotated[
     Path | None,
@@ -44,13 +48,23 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 _SELECTION = ("path", "env_var", "all_envs", "recursive")
 
 
-def uses_request(*groups: str, selection: bool = False) -> Callable[[F], Callable[..., Any]]:
-    """Decorate `command(request: DeployRequest, ...)`: typer sees the flags of `groups` (plus the
-    selection arguments) instead of `request`, and the command gets the request they make."""
+def uses_request(
+    *groups: str,
+    selection: bool = False,
+    fields: tuple[str, ...] = (),
+    docs: Mapping[str, str] | None = None,
+) -> Callable[[F], Callable[..., Any]]:
+    """Decorate `command(request: DeployRequest, ...)`: typer sees the flags of `groups` and of the
+    settings named in `fields` (plus the selection arguments) instead of `request`, and the command gets
+    the request they make. Settings without a flag still come from `FLYTE_DEPLOY_*` and the defaults.
+    `docs` replaces a setting's help where it means less to this command than the settings say."""
     unknown = set(groups) - set(GROUPS)
     if unknown:
         raise ValueError(f"unknown settings groups {sorted(unknown)}")
-    fields = [info for info in options() if info.group in groups and info.flags]
+    flagged = {info.name for info in options() if info.flags}
+    if set(fields) - flagged:
+        raise ValueError(f"not settings with a flag: {sorted(set(fields) - flagged)}")
+    shared = [info for info in options() if info.flags and (info.group in groups or info.name in fields)]
 
     def decorate(command: F) -> Callable[..., Any]:
         own = [
@@ -59,7 +73,7 @@ def uses_request(*groups: str, selection: bool = False) -> Callable[[F], Callabl
             if p.name != "request"
         ]
         added = _selection_parameters() if selection else []
-        added += [_parameter(info) for info in fields]
+        added += [_parameter(info, (docs or {}).get(info.name)) for info in shared]
         names = {p.name for p in own}
         clash = names & {p.name for p in added}
         if clash:
@@ -68,7 +82,7 @@ def uses_request(*groups: str, selection: bool = False) -> Callable[[F], Callabl
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
             chosen = Selection(**{k: kwargs.pop(k) for k in _SELECTION if k in kwargs}) if selection else None
-            given = {info.name: _value(kwargs.pop(info.name)) for info in fields}
+            given = {info.name: _value(kwargs.pop(info.name)) for info in shared}
             settings = resolved(load_settings(given))
             request = DeployRequest(selection=chosen or Selection(), settings=settings)
             return command(request=request, **kwargs)
@@ -91,14 +105,14 @@ def _selection_parameters() -> list[inspect.Parameter]:
     ]
 
 
-def _parameter(info: OptionInfo) -> inspect.Parameter:
+def _parameter(info: OptionInfo, doc: str | None = None) -> inspect.Parameter:
     """One typer option for a settings field. Its default is None ("not given"), so the variable and
     the model's default still apply; both are shown in --help."""
     cli_type = _cli_type(Settings.model_fields[info.name].annotation)
     extra: dict[str, Any] = {}
     if isinstance(cli_type, type) and issubclass(cli_type, enum.Enum):
         extra["case_sensitive"] = False
-    help_text = f"{info.doc} (env {info.env[0]}; default: {info.default})"
+    help_text = f"{doc or info.doc} (env {info.env[0]}; default: {info.default})"
     option = typer.Option(*info.flags, help=help_text, show_default=False, **extra)
     annotation = Annotated[cli_type | None, option]  # type: ignore[valid-type]
     return inspect.Parameter(info.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
@@ -128,26 +142,3 @@ def _value(value: Any) -> Any:
 def _is_argument(parameter: inspect.Parameter) -> bool:
     metadata = getattr(parameter.annotation, "__metadata__", ())
     return any(isinstance(m, typer.models.ArgumentInfo) for m in metadata)
-
-
-# -- flags of `run` until it moves onto `uses_request` too ----------------------------------------------
-ProjectOpt = Annotated[
-    str, typer.Option("--project", "-p", envvar="FLYTE_DEPLOY_PROJECT", help="Flyte project.")
-]
-DomainOpt = Annotated[str, typer.Option("--domain", "-d", envvar="FLYTE_DEPLOY_DOMAIN", help="Flyte domain.")]
-OrgOpt = Annotated[str, typer.Option("--org", envvar="FLYTE_DEPLOY_ORG", help="Flyte organization.")]
-EndpointOpt = Annotated[
-    str | None,
-    typer.Option("--endpoint", envvar="FLYTE_DEPLOY_ENDPOINT", help="Flyte control plane URL."),
-]
-InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Plain HTTP to the control plane.")]
-ApiKeyOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--api-key", envvar="FLYTE_DEPLOY_API_KEY", help="Control plane credential.", show_default=False
-    ),
-]
-StateDirOpt = Annotated[
-    Path | None,
-    typer.Option("--state-dir", envvar="FLYTE_DEPLOY_STATE_DIR", help="Embedded control plane state."),
-]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from deployer.commands import options as o
-from deployer.errors import RunError, UsageError
+from deployer.errors import UsageError
+from deployer.request import DeployRequest
 
 TaskArg = Annotated[str, typer.Argument(help="Deployed task as ENV.TASK, e.g. analysis.greet.")]
 RunVersionOpt = Annotated[
@@ -18,61 +18,61 @@ InputOpt = Annotated[
     list[str] | None,
     typer.Option("--input", "-i", help="NAME=JSON task input (a bare word reads as a string). Repeatable."),
 ]
-RunRootDirOpt = Annotated[
-    Path | None,
-    typer.Option("--root-dir", help="Project root; the state dir defaults to ROOT_DIR/.flyte-deploy."),
+SecretOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--secret",
+        "-s",
+        help="A secret the task asks for (flyte.Secret key, GROUP/KEY when grouped): NAME=VALUE, "
+        "NAME=env:VAR (read from the variable VAR), or NAME alone (read from the variable NAME, else the "
+        "one the task reads). Mounted as Flyte does: env var or file in /etc/flyte/secrets. Repeatable.",
+        show_default=False,
+    ),
+]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="When the task fails, print its traceback too.")
 ]
 
 
+@o.uses_request(fields=o.RUN_FIELDS, docs=o.RUN_DOCS)
 def command(
+    request: DeployRequest,
     task: TaskArg,
     version: RunVersionOpt = None,
     inputs: InputOpt = None,
-    project: o.ProjectOpt = "flytesnacks",
-    domain: o.DomainOpt = "development",
-    org: o.OrgOpt = "",
-    endpoint: o.EndpointOpt = None,
-    insecure: o.InsecureOpt = False,
-    api_key: o.ApiKeyOpt = None,
-    root_dir: RunRootDirOpt = None,
-    state_dir: o.StateDirOpt = None,
+    secrets: SecretOpt = None,
+    verbose: VerboseOpt = False,
     as_json: o.JsonOpt = False,
 ) -> None:
     """Run a deployed task: in its image with Docker (container mode), or in a local virtualenv
-    with its code bundle (bundle mode). Prints its outputs. Leaf tasks only: a task that calls
-    other tasks needs a full Flyte backend."""
+    with its code bundle (bundle mode). Prints its outputs. A pod-template task runs its primary
+    container. Leaf tasks only: a task that calls other tasks needs a full Flyte backend."""
     from deployer import output
-    from deployer.runner import fetch_spec, run_task
+    from deployer.runner import TaskFailed, fetch_spec, run_task
     from deployer.runner.io import parse_input_flags
+    from deployer.runner.secrets import parse_secret_flags, resolve_secrets
 
     env_name, dot, task_name = task.partition(".")
     if not dot or not env_name or not task_name:
         raise UsageError(f"task {task!r}: expected ENV.TASK, e.g. analysis.greet")
     raw_inputs = parse_input_flags(inputs or [])
-    state = (state_dir or (root_dir or Path.cwd()) / ".flyte-deploy").resolve()
-    if endpoint is None and not state.is_dir():
-        raise RunError(
-            f"nothing is deployed in {state} (no embedded control plane state): deploy first, "
-            "or pass --state-dir/--endpoint"
+    given_secrets = parse_secret_flags(secrets or [])
+    settings = request.settings
+    spec, found_version = fetch_spec(task, version=version, settings=settings)
+    try:
+        result = run_task(
+            spec,
+            version=found_version,
+            inputs=raw_inputs,
+            project=settings.project,
+            domain=settings.domain,
+            org=settings.org,
+            state_dir=settings.state,
+            secrets=resolve_secrets(spec, given_secrets),
+            progress=output.ConsoleProgress(show_bars=settings.progress),
         )
-    spec, found_version = fetch_spec(
-        task,
-        version=version,
-        project=project,
-        domain=domain,
-        org=org,
-        endpoint=endpoint,
-        insecure=insecure,
-        api_key=api_key,
-        state_dir=state,
-    )
-    result = run_task(
-        spec,
-        version=found_version,
-        inputs=raw_inputs,
-        project=project,
-        domain=domain,
-        org=org,
-        state_dir=state,
-    )
+    except TaskFailed as exc:
+        if verbose and exc.traceback:
+            output.emit_task_traceback(exc.traceback)
+        raise
     output.emit_task_run(result, as_json=as_json)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,9 +124,15 @@ def runtime_env(
     project: str,
     domain: str,
     org: str,
+    injected: Mapping[str, str] | None = None,
+    withheld: Collection[str] = (),
 ) -> dict[str, str]:
-    """Environment of the task process: the spec's env plus what the backend injects for `a0`."""
-    env = {k: v for k, v in inherited.items() if not k.startswith(_BACKEND_ENV_PREFIXES)}
+    """Environment of the task process: the spec's env plus what the backend injects for `a0` and
+    `injected` (secrets). `withheld` names are never taken from `inherited`: a secret the task reads
+    from a variable comes from `--secret`, not from whatever the calling shell happens to hold."""
+    env = {
+        k: v for k, v in inherited.items() if not k.startswith(_BACKEND_ENV_PREFIXES) and k not in withheld
+    }
     env.update(container_env)
     env.update(
         {
@@ -140,4 +146,14 @@ def runtime_env(
             "RUN_NAME": action.run_name,
         }
     )
+    env.update(injected or {})
     return env
+
+
+def task_module(args: Sequence[str]) -> str | None:
+    """The module the default task resolver imports (`--resolver ... mod MODULE instance NAME`)."""
+    if "--resolver" not in args:
+        return None
+    rest = list(args)[list(args).index("--resolver") + 2 :]
+    pairs = dict(zip(rest[::2], rest[1::2], strict=False))
+    return pairs.get("mod")

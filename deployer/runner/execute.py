@@ -12,8 +12,20 @@ from flyteidl2.task.task_definition_pb2 import TaskSpec
 from pydantic import BaseModel, ConfigDict
 
 from deployer.errors import RunError
+from deployer.progress import QUIET, Progress
 from deployer.runner import action as actions
-from deployer.runner.io import decode_outputs, encode_inputs, one_line, read_error
+from deployer.runner.container import TaskContainer, task_container
+from deployer.runner.failure import crash_summary, read_failure
+from deployer.runner.io import decode_outputs, encode_inputs
+from deployer.runner.secrets import SECRETS_DIR, SECRETS_DIR_ENV, Secrets
+
+
+class TaskFailed(RunError):
+    """The task's own code failed; `traceback` is its traceback when the runtime recorded one."""
+
+    def __init__(self, message: str, *, traceback: str | None = None) -> None:
+        super().__init__(message)
+        self.traceback = traceback
 
 
 class TaskRun(BaseModel):
@@ -26,6 +38,8 @@ class TaskRun(BaseModel):
     mode: Literal["container", "bundle"]
     image: str
     bundle_uri: str | None = None
+    pod_container: str | None = None
+    """The pod template's primary container that ran, for a pod-template task."""
     outputs: dict[str, Any]
     """JSON-ready output values keyed by output name (`o0`, `o1`, ...)."""
     run_dir: Path
@@ -42,45 +56,129 @@ def run_task(
     domain: str,
     org: str,
     state_dir: Path,
+    secrets: Secrets | None = None,
+    progress: Progress = QUIET,
 ) -> TaskRun:
-    """Run one deployed task: container mode in its image with Docker, bundle mode in a local venv."""
+    """Run one deployed task: container mode in its image with Docker, bundle mode in a local venv.
+
+    A pod-template task runs its primary container. `secrets` are put where Flyte mounts them; they are
+    masked in the log and in every error. A failure of the task's own code is a `TaskFailed`."""
+    secrets = secrets or Secrets()
     name = spec.task_template.id.name or spec.short_name
-    container = spec.task_template.container
-    if not container.args or container.args[0] != "a0":
-        raise RunError(f"task {name} does not start Flyte's runtime (a0), so it cannot be run locally")
+    container = task_container(spec)
+    if not container.starts_runtime:
+        where = ""
+        if container.pod_container:
+            where = f" (its pod template's primary container {container.pod_container})"
+        raise RunError(f"task {name} does not start Flyte's runtime (a0){where}, so it cannot be run locally")
     encoded = encode_inputs(spec, inputs)  # bad --input values fail before anything is started
     uri = actions.bundle_uri(container.args)
+    _report_pod(name, container, progress)
 
     action = actions.ActionDir.create(state_dir / "runs")
     action.inputs.write_bytes(encoded)
     args = actions.fill_args(container.args, action)
     started = time.monotonic()
-    container_env = {kv.key: kv.value for kv in container.env}
-    if uri is None:
-        from deployer.runner.in_image import run_in_image
+    target = {"project": project, "domain": domain, "org": org}
+    try:
+        if uri is None:
+            exit_code = _in_image(container, args, action, secrets, target)
+        else:
+            exit_code = _in_local_venv(container, args, uri, action, secrets, target, state_dir, progress)
+    finally:
+        _mask_run_files(action, secrets)
 
-        env = actions.runtime_env({}, container_env, action, project=project, domain=domain, org=org)
-        exit_code = run_in_image(container.image, args, env, action)
-    else:
-        from deployer.runner.local_venv import run_locally, runtime_bin_dir, wanted_runtime
-
-        archive = _download_bundle(uri, action.root / "bundle", state_dir)
-        python, flyte_version = wanted_runtime(container.image)
-        bin_dir = runtime_bin_dir(python, flyte_version, state_dir / "runtimes", log=action.log)
-        env = actions.runtime_env(os.environ, container_env, action, project=project, domain=domain, org=org)
-        exit_code = run_locally(bin_dir, actions.with_bundle(args, archive), env, action)
-
-    outputs = _collect_outputs(spec, name, action, exit_code)
+    outputs = _collect_outputs(spec, name, container, action, exit_code, secrets, bundled=uri is not None)
     return TaskRun(
         task=name,
         version=version,
         mode="container" if uri is None else "bundle",
         image=container.image,
         bundle_uri=uri,
+        pod_container=container.pod_container,
         outputs=outputs,
         run_dir=action.root,
         seconds=round(time.monotonic() - started, 3),
     )
+
+
+def _in_image(
+    container: TaskContainer,
+    args: list[str],
+    action: actions.ActionDir,
+    secrets: Secrets,
+    target: dict[str, str],
+) -> int:
+    """Container mode: nothing of the caller's environment, file secrets written into the container."""
+    from deployer.runner.in_image import run_in_image
+
+    injected = secrets.env | ({SECRETS_DIR_ENV: str(SECRETS_DIR)} if secrets.files else {})
+    env = actions.runtime_env({}, container.env, action, **target, injected=injected)
+    files = {SECRETS_DIR / path: value for path, value in secrets.files.items()}
+    return run_in_image(container.image, args, env, action, working_dir=container.working_dir, files=files)
+
+
+def _in_local_venv(
+    container: TaskContainer,
+    args: list[str],
+    uri: str,
+    action: actions.ActionDir,
+    secrets: Secrets,
+    target: dict[str, str],
+    state_dir: Path,
+    progress: Progress,
+) -> int:
+    """Bundle mode: the downloaded bundle in a runtime of the image's Python and flyte release."""
+    from deployer.runner.local_venv import run_locally, runtime_bin_dir, wanted_runtime
+
+    archive = _download_bundle(uri, action.root / "bundle", state_dir)
+    python, flyte_version = wanted_runtime(container.image)
+    runtimes = state_dir / "runtimes"
+    bin_dir = runtime_bin_dir(python, flyte_version, runtimes, log=action.log, progress=progress)
+    with secrets.local_dir(action.root) as secrets_dir:
+        injected = secrets.env | ({SECRETS_DIR_ENV: str(secrets_dir)} if secrets_dir else {})
+        withheld = {*secrets.variable_names, SECRETS_DIR_ENV}
+        env = actions.runtime_env(
+            os.environ, container.env, action, **target, injected=injected, withheld=withheld
+        )
+        return run_locally(bin_dir, actions.with_bundle(args, archive), env, action)
+
+
+def _report_pod(task: str, container: TaskContainer, progress: Progress) -> None:
+    if container.not_started:
+        progress.warning(
+            f"task {task}: runs its pod template's primary container {container.pod_container} only; "
+            f"not started locally: {', '.join(container.not_started)}"
+        )
+    if container.unset_env:
+        progress.warning(
+            f"task {task}: its pod template's env {', '.join(container.unset_env)} comes from the cluster "
+            "and is not set locally"
+        )
+
+
+def _mask_run_files(action: actions.ActionDir, secrets: Secrets) -> None:
+    """Whatever the task printed or raised, the log and error.pb we keep never hold a secret's value."""
+    if not secrets.values:
+        return
+    if action.log.exists():
+        text = action.log.read_text(errors="replace")
+        if secrets.mask(text) != text:
+            action.log.write_text(secrets.mask(text))
+    error_file = action.outputs / "error.pb"
+    if error_file.exists():
+        from flyteidl2.core import execution_pb2
+
+        document = execution_pb2.ErrorDocument()
+        try:
+            document.ParseFromString(error_file.read_bytes())
+        except Exception:  # unreadable: reported as such when the outcome is read; keep none of it
+            error_file.write_bytes(b"")
+            return
+        masked = secrets.mask(document.error.message)
+        if masked != document.error.message:
+            document.error.message = masked
+            error_file.write_bytes(document.SerializeToString())
 
 
 def _download_bundle(uri: str, dest: Path, state_dir: Path) -> Path:
@@ -115,18 +213,39 @@ def _check_members(archive: Path, scratch_parent: Path) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _collect_outputs(spec: TaskSpec, name: str, action: actions.ActionDir, exit_code: int) -> dict[str, Any]:
+def _collect_outputs(
+    spec: TaskSpec,
+    name: str,
+    container: TaskContainer,
+    action: actions.ActionDir,
+    exit_code: int,
+    secrets: Secrets,
+    *,
+    bundled: bool,
+) -> dict[str, Any]:
+    log = action.log.read_text(errors="replace") if action.log.exists() else ""
     error_file = action.outputs / "error.pb"
     if error_file.exists():
-        code, message = read_error(error_file.read_bytes())
-        if str(action.sub_actions) in message:
+        failure = read_failure(error_file.read_bytes(), log)
+        if str(action.sub_actions) in failure.message:
             raise RunError(
                 f"task {name} calls other tasks, which needs a full Flyte backend: "
                 "`flyte-deploy run` executes leaf tasks only"
             )
-        raise RunError(f"task {name} failed: {one_line(code, message)} (log: {action.log})")
+        summary = failure.summary
+        module = actions.task_module(container.args)
+        missing = failure.missing_module
+        if missing and module and (module == missing or module.startswith(f"{missing}.")):
+            where = "code bundle" if bundled else f"image {container.image}"
+            summary += f": the task's {where} does not hold its module {module}"
+        traceback = secrets.mask(failure.traceback) if failure.traceback else None
+        message = f"task {name} failed: {secrets.mask(summary)} (log: {action.log})"
+        raise TaskFailed(message, traceback=traceback)
     if exit_code != 0:
-        raise RunError(f"task {name}'s runtime exited with code {exit_code}: {_last_log_line(action)}")
+        reason = crash_summary(log) or _last_log_line(log)
+        raise RunError(
+            f"task {name}'s runtime exited with code {exit_code}: {secrets.mask(reason)} (log: {action.log})"
+        )
     outputs_file = action.outputs / "outputs.pb"
     if not outputs_file.exists():
         if spec.task_template.interface.outputs.variables:
@@ -135,8 +254,6 @@ def _collect_outputs(spec: TaskSpec, name: str, action: actions.ActionDir, exit_
     return decode_outputs(spec, outputs_file.read_bytes())
 
 
-def _last_log_line(action: actions.ActionDir) -> str:
-    if not action.log.exists():
-        return "no log"
-    lines = [line for line in action.log.read_text(errors="replace").splitlines() if line.strip()]
-    return f"{lines[-1].strip()} (log: {action.log})" if lines else f"empty log {action.log}"
+def _last_log_line(log: str) -> str:
+    lines = [line for line in log.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no log"

@@ -2,41 +2,32 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from flyteidl2.task.task_definition_pb2 import TaskSpec
 
 from deployer.errors import RunError
 from deployer.redact import printable_url
+from deployer.settings import Settings
 
 
-def fetch_spec(
-    task: str,
-    *,
-    version: str | None,
-    project: str,
-    domain: str,
-    org: str,
-    endpoint: str | None,
-    insecure: bool,
-    api_key: str | None,
-    state_dir: Path,
-) -> tuple[TaskSpec, str]:
-    """The deployed `TaskSpec` of `task` (ENV.TASK) and its version: `version`, else the newest one."""
-    from deployer.controlplane.base import ControlPlane
+def fetch_spec(task: str, *, version: str | None, settings: Settings) -> tuple[TaskSpec, str]:
+    """The deployed `TaskSpec` of `task` (ENV.TASK) and its version: `version`, else the newest one.
 
+    The plane is the one a deploy with the same settings registers with: `endpoint`, else the embedded
+    one in the state dir."""
+    from deployer.controlplane import open_control_plane
+
+    project, domain, org = settings.project, settings.domain, settings.org
+    if settings.endpoint is None and not settings.state.is_dir():
+        raise RunError(
+            f"nothing is deployed in {settings.state} (no embedded control plane state): deploy first, "
+            "or pass --state-dir/--endpoint"
+        )
     where = f"{project}/{domain}" + (f" (org {org})" if org else "")
-    where += f" at {_show(endpoint, state_dir)}"
-    plane: ControlPlane
-    if endpoint is not None:
-        from deployer.controlplane.remote import RemoteControlPlane
-
-        plane = RemoteControlPlane(endpoint, insecure=insecure, api_key=api_key)
+    if settings.endpoint is not None:
+        where += f" at {printable_url(settings.endpoint)}"
     else:
-        from deployer.controlplane.embedded import EmbeddedControlPlane
-
-        plane = EmbeddedControlPlane(state_dir)
-    with plane as client:
+        where += f" at the embedded control plane in {settings.state}"
+    with open_control_plane(settings) as client:
         if version is None:
             versions = client.list_versions(project, domain, org, task)
             if not versions:
@@ -46,7 +37,3 @@ def fetch_spec(
         if details is None:
             raise RunError(f"task {task} version {version} is not deployed in {where}")
     return details.spec, version
-
-
-def _show(endpoint: str | None, state_dir: Path) -> str:
-    return printable_url(endpoint) if endpoint is not None else f"the embedded control plane in {state_dir}"

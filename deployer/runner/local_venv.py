@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from deployer.errors import RunError
+from deployer.progress import QUIET, Progress
 from deployer.runner.action import ActionDir
 
 # Flyte's default base images are tagged `py3.11-v2.12.1`: the task's Python and flyte release.
@@ -34,8 +35,10 @@ def wanted_runtime(image: str) -> tuple[str, str]:
     return f"{sys.version_info.major}.{sys.version_info.minor}", flyte.__version__
 
 
-def runtime_bin_dir(python: str, flyte_version: str, cache: Path, *, log: Path) -> Path:
-    """A bin dir holding `a0` for the wanted Python and flyte release."""
+def runtime_bin_dir(
+    python: str, flyte_version: str, cache: Path, *, log: Path, progress: Progress = QUIET
+) -> Path:
+    """A bin dir holding `a0` for the wanted Python and flyte release (creating one is reported)."""
     import flyte
 
     current_python = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -44,10 +47,10 @@ def runtime_bin_dir(python: str, flyte_version: str, cache: Path, *, log: Path) 
     matches = (python, flyte_version) == (current_python, flyte.__version__)
     if in_venv and matches and (current_bin / "a0").exists():
         return current_bin
-    return _cached_venv(python, flyte_version, cache, log=log)
+    return _cached_venv(python, flyte_version, cache, log=log, progress=progress)
 
 
-def _cached_venv(python: str, flyte_version: str, cache: Path, *, log: Path) -> Path:
+def _cached_venv(python: str, flyte_version: str, cache: Path, *, log: Path, progress: Progress) -> Path:
     venv = cache / f"py{python}-flyte{flyte_version}"
     ready = venv / ".flyte-deploy-ready"
     cache.mkdir(parents=True, exist_ok=True)
@@ -63,7 +66,7 @@ def _cached_venv(python: str, flyte_version: str, cache: Path, *, log: Path) -> 
                 "create a local runtime for it"
             )
         shutil.rmtree(venv, ignore_errors=True)
-        print(f"creating a local runtime: Python {python}, flyte=={flyte_version} in {venv}", file=sys.stderr)
+        progress.info(f"creating a local runtime: Python {python}, flyte=={flyte_version} in {venv}")
         with open(log, "ab") as out:
             for step in (
                 [interpreter, "-m", "venv", str(venv)],
