@@ -91,6 +91,15 @@ def _files_holding(root: Path, *values: str) -> list[Path]:
     ]
 
 
+def test_a_bundle_mode_task_never_sees_the_callers_credentials(bundled: Deployed) -> None:
+    caller = {"AWS_SECRET_ACCESS_KEY": "aws-c41", "GITHUB_TOKEN": "ghs-9d2", "FLYTE_CLIENT_SECRET": "f-77"}
+    result = bundled.run("checks.environment", "--json", env=caller)
+    assert result.code == 0, result.stderr
+    seen = set(result.json["outputs"]["o0"])
+    assert not seen & set(caller)
+    assert {"PATH", "HOME", "RUN_NAME"} <= seen
+
+
 def test_pod_template_task_runs_its_primary_container(deployed: Deployed) -> None:
     result = deployed.run("pod.greeting", "--input", "name=ada")
     assert result.code == 0, result.stderr

@@ -17,9 +17,15 @@ from pathlib import Path
 from deployer.errors import RunError
 
 _TEMPLATE = re.compile(r"\{\{\s*\.(\w+)\s*\}\}")
-# Environment the runtime would otherwise use to reach a real backend from inside a task; a local
-# run must never pick up a developer's credentials or cluster config from the calling shell.
-_BACKEND_ENV_PREFIXES = ("FLYTE_", "_U_", "_F_", "UCTL_", "_UNION", "EAGER_API_KEY")
+# The calling shell's variables a task may see. Everything else (AWS_*, GITHUB_TOKEN, a developer's
+# FLYTE_* config) stays out: a deployed task's code is not necessarily the caller's own.
+_INHERITED = frozenset(
+    {
+        *("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "TZ", "TMPDIR", "LANG", "LANGUAGE"),
+        *("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"),
+        *("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"),
+    }
+)
 # Nothing listens here: a task that tries to reach the controller fails fast instead of waiting.
 _NO_BACKEND_ENDPOINT = "localhost:9"
 
@@ -130,9 +136,7 @@ def runtime_env(
     """Environment of the task process: the spec's env plus what the backend injects for `a0` and
     `injected` (secrets). `withheld` names are never taken from `inherited`: a secret the task reads
     from a variable comes from `--secret`, not from whatever the calling shell happens to hold."""
-    env = {
-        k: v for k, v in inherited.items() if not k.startswith(_BACKEND_ENV_PREFIXES) and k not in withheld
-    }
+    env = {k: v for k, v in inherited.items() if _passed_on(k) and k not in withheld}
     env.update(container_env)
     env.update(
         {
@@ -148,6 +152,12 @@ def runtime_env(
     )
     env.update(injected or {})
     return env
+
+
+def _passed_on(name: str) -> bool:
+    """Whether a variable of the calling shell reaches a bundle-mode task: what a process needs to run
+    (paths, locale, CA bundles, proxies), never the caller's cloud or CI credentials."""
+    return name in _INHERITED or name.startswith("LC_")
 
 
 def task_module(args: Sequence[str]) -> str | None:

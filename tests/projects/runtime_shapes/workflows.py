@@ -61,3 +61,9 @@ async def positive(value: int) -> int:
     if value < 0:
         raise ValueError(f"bad value {value}: must not be negative")
     return value
+
+
+@checks.task
+async def environment() -> list[str]:
+    """The names of the variables the task process sees."""
+    return sorted(os.environ)
