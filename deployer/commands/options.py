@@ -28,9 +28,16 @@ GROUPS = ("root", "code", "version", "target", "build", "push", "control_plane",
 PLAN = ("root", "code", "version", "target", "build")
 BUILD = (*PLAN, "push")
 DEPLOY = (*BUILD, "control_plane", "storage")
-RUN_FIELDS = ("root_dir", "project", "domain", "org", "endpoint", "insecure", "api_key", "state_dir")
+RUN_FIELDS = (
+    *("root_dir", "version", "project", "domain", "org"),
+    *("endpoint", "insecure", "api_key", "state_dir"),
+)
 """`run` reads a deployed task back: where it was deployed, and nothing about building or registering."""
-RUN_DOCS = {"root_dir": "Project root deployed from: the state dir defaults to ROOT_DIR/.flyte-deploy."}
+RUN_DOCS = {
+    "root_dir": "Project root deployed from (default: the current directory); the state dir defaults to "
+    "ROOT_DIR/.flyte-deploy.",
+    "version": "Deployed version to run. Default: the newest deployed version.",
+}
 
 PathArg = Annotated[
     Path | None,
@@ -112,7 +119,9 @@ def _parameter(info: OptionInfo, doc: str | None = None) -> inspect.Parameter:
     extra: dict[str, Any] = {}
     if isinstance(cli_type, type) and issubclass(cli_type, enum.Enum):
         extra["case_sensitive"] = False
-    help_text = f"{doc or info.doc} (env {info.env[0]}; default: {info.default})"
+    # A command's own doc says what the default means for it.
+    env = info.env[0]
+    help_text = f"{doc} (env {env})" if doc else f"{info.doc} (env {env}; default: {info.default})"
     option = typer.Option(*info.flags, help=help_text, show_default=False, **extra)
     annotation = Annotated[cli_type | None, option]  # type: ignore[valid-type]
     return inspect.Parameter(info.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)

@@ -11,9 +11,6 @@ from deployer.errors import UsageError
 from deployer.request import DeployRequest
 
 TaskArg = Annotated[str, typer.Argument(help="Deployed task as ENV.TASK, e.g. analysis.greet.")]
-RunVersionOpt = Annotated[
-    str | None, typer.Option("--version", help="Deployed version. Default: the newest deployed version.")
-]
 InputOpt = Annotated[
     list[str] | None,
     typer.Option("--input", "-i", help="NAME=JSON task input (a bare word reads as a string). Repeatable."),
@@ -38,7 +35,6 @@ VerboseOpt = Annotated[
 def command(
     request: DeployRequest,
     task: TaskArg,
-    version: RunVersionOpt = None,
     inputs: InputOpt = None,
     secrets: SecretOpt = None,
     verbose: VerboseOpt = False,
@@ -58,7 +54,7 @@ def command(
     raw_inputs = parse_input_flags(inputs or [])
     given_secrets = parse_secret_flags(secrets or [])
     settings = request.settings
-    spec, found_version = fetch_spec(task, version=version, settings=settings)
+    spec, found_version = fetch_spec(task, version=settings.version, settings=settings)
     try:
         result = run_task(
             spec,
