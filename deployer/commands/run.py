@@ -16,7 +16,24 @@ RunVersionOpt = Annotated[
 ]
 InputOpt = Annotated[
     list[str] | None,
-    typer.Option("--input", "-i", help="NAME=JSON task input (a bare word reads as a string). Repeatable."),
+    typer.Option(
+        "--input",
+        "-i",
+        help="NAME=VALUE task input, read by the input's type: strings, numbers and true/false bare; "
+        "ISO 8601 datetimes (2024-01-02T03:04:05) and durations (PT2H, or seconds); enum names; "
+        "a local path or storage URI for File/Dir; JSON for lists, dicts, dataclasses and models. "
+        "Repeatable; overrides --input-file.",
+    ),
+]
+InputFileOpt = Annotated[
+    Path | None,
+    typer.Option("--input-file", help="JSON or YAML file mapping input names to values."),
+]
+DownloadDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--download-dir", help="Where File/Dir outputs are copied (DIR/OUTPUT/NAME). Default: the run's dir."
+    ),
 ]
 RunRootDirOpt = Annotated[
     Path | None,
@@ -28,6 +45,8 @@ def command(
     task: TaskArg,
     version: RunVersionOpt = None,
     inputs: InputOpt = None,
+    input_file: InputFileOpt = None,
+    download_dir: DownloadDirOpt = None,
     project: o.ProjectOpt = "flytesnacks",
     domain: o.DomainOpt = "development",
     org: o.OrgOpt = "",
@@ -43,12 +62,12 @@ def command(
     other tasks needs a full Flyte backend."""
     from deployer import output
     from deployer.runner import fetch_spec, run_task
-    from deployer.runner.io import parse_input_flags
+    from deployer.runner.io import parse_inputs
 
     env_name, dot, task_name = task.partition(".")
     if not dot or not env_name or not task_name:
         raise UsageError(f"task {task!r}: expected ENV.TASK, e.g. analysis.greet")
-    raw_inputs = parse_input_flags(inputs or [])
+    raw_inputs = parse_inputs(inputs or [], input_file)
     state = (state_dir or (root_dir or Path.cwd()) / ".flyte-deploy").resolve()
     if endpoint is None and not state.is_dir():
         raise RunError(
@@ -74,5 +93,6 @@ def command(
         domain=domain,
         org=org,
         state_dir=state,
+        download_dir=download_dir.resolve() if download_dir else None,
     )
     output.emit_task_run(result, as_json=as_json)

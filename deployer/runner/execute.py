@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from deployer.errors import RunError
 from deployer.runner import action as actions
-from deployer.runner.io import decode_outputs, encode_inputs, one_line, read_error
+from deployer.runner.io import RawInput, check_inputs, decode_outputs, encode_inputs, one_line, read_error
 
 
 class TaskRun(BaseModel):
@@ -37,22 +37,23 @@ def run_task(
     spec: TaskSpec,
     *,
     version: str,
-    inputs: Mapping[str, str],
+    inputs: Mapping[str, RawInput | str],
     project: str,
     domain: str,
     org: str,
     state_dir: Path,
+    download_dir: Path | None = None,
 ) -> TaskRun:
     """Run one deployed task: container mode in its image with Docker, bundle mode in a local venv."""
     name = spec.task_template.id.name or spec.short_name
     container = spec.task_template.container
     if not container.args or container.args[0] != "a0":
         raise RunError(f"task {name} does not start Flyte's runtime (a0), so it cannot be run locally")
-    encoded = encode_inputs(spec, inputs)  # bad --input values fail before anything is started
+    check_inputs(spec, inputs)  # bad --input values fail before anything is started
     uri = actions.bundle_uri(container.args)
 
     action = actions.ActionDir.create(state_dir / "runs")
-    action.inputs.write_bytes(encoded)
+    action.inputs.write_bytes(encode_inputs(spec, inputs, action.raw_data))
     args = actions.fill_args(container.args, action)
     started = time.monotonic()
     container_env = {kv.key: kv.value for kv in container.env}
@@ -70,7 +71,7 @@ def run_task(
         env = actions.runtime_env(os.environ, container_env, action, project=project, domain=domain, org=org)
         exit_code = run_locally(bin_dir, actions.with_bundle(args, archive), env, action)
 
-    outputs = _collect_outputs(spec, name, action, exit_code)
+    outputs = _collect_outputs(spec, name, action, exit_code, download_dir or action.root / "downloads")
     return TaskRun(
         task=name,
         version=version,
@@ -115,7 +116,9 @@ def _check_members(archive: Path, scratch_parent: Path) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _collect_outputs(spec: TaskSpec, name: str, action: actions.ActionDir, exit_code: int) -> dict[str, Any]:
+def _collect_outputs(
+    spec: TaskSpec, name: str, action: actions.ActionDir, exit_code: int, download_dir: Path
+) -> dict[str, Any]:
     error_file = action.outputs / "error.pb"
     if error_file.exists():
         code, message = read_error(error_file.read_bytes())
@@ -132,7 +135,7 @@ def _collect_outputs(spec: TaskSpec, name: str, action: actions.ActionDir, exit_
         if spec.task_template.interface.outputs.variables:
             raise RunError(f"task {name} finished without writing outputs.pb (log: {action.log})")
         return {}
-    return decode_outputs(spec, outputs_file.read_bytes())
+    return decode_outputs(spec, outputs_file.read_bytes(), download_dir)
 
 
 def _last_log_line(action: actions.ActionDir) -> str:
