@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Mapping
@@ -13,7 +14,16 @@ from pydantic import BaseModel, ConfigDict
 
 from deployer.errors import RunError
 from deployer.runner import action as actions
-from deployer.runner.io import RawInput, check_inputs, decode_outputs, encode_inputs, one_line, read_error
+from deployer.runner.container_files import ContainerFiles
+from deployer.runner.io import (
+    RawInput,
+    check_inputs,
+    copy_outputs_out,
+    decode_outputs,
+    encode_inputs,
+    one_line,
+    read_error,
+)
 
 
 class TaskRun(BaseModel):
@@ -57,11 +67,14 @@ def run_task(
     args = actions.fill_args(container.args, action)
     started = time.monotonic()
     container_env = {kv.key: kv.value for kv in container.env}
+    files: ContainerFiles | None = None
     if uri is None:
         from deployer.runner.in_image import run_in_image
 
+        files = ContainerFiles(mounted=action.root, copied=action.root / "container-files")
         env = actions.runtime_env({}, container_env, action, project=project, domain=domain, org=org)
-        exit_code = run_in_image(container.image, args, env, action)
+        copy_out = functools.partial(copy_outputs_out, spec, action.outputs, files)
+        exit_code = run_in_image(container.image, args, env, action, on_exit=copy_out)
     else:
         from deployer.runner.local_venv import run_locally, runtime_bin_dir, wanted_runtime
 
@@ -71,7 +84,8 @@ def run_task(
         env = actions.runtime_env(os.environ, container_env, action, project=project, domain=domain, org=org)
         exit_code = run_locally(bin_dir, actions.with_bundle(args, archive), env, action)
 
-    outputs = _collect_outputs(spec, name, action, exit_code, download_dir or action.root / "downloads")
+    downloads = download_dir or action.root / "downloads"
+    outputs = _collect_outputs(spec, name, action, exit_code, downloads, files)
     return TaskRun(
         task=name,
         version=version,
@@ -117,7 +131,12 @@ def _check_members(archive: Path, scratch_parent: Path) -> None:
 
 
 def _collect_outputs(
-    spec: TaskSpec, name: str, action: actions.ActionDir, exit_code: int, download_dir: Path
+    spec: TaskSpec,
+    name: str,
+    action: actions.ActionDir,
+    exit_code: int,
+    download_dir: Path,
+    files: ContainerFiles | None,
 ) -> dict[str, Any]:
     error_file = action.outputs / "error.pb"
     if error_file.exists():
@@ -135,7 +154,7 @@ def _collect_outputs(
         if spec.task_template.interface.outputs.variables:
             raise RunError(f"task {name} finished without writing outputs.pb (log: {action.log})")
         return {}
-    return decode_outputs(spec, outputs_file.read_bytes(), download_dir)
+    return decode_outputs(spec, outputs_file.read_bytes(), download_dir, container_files=files)
 
 
 def _last_log_line(action: actions.ActionDir) -> str:

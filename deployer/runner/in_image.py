@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from deployer.errors import RunError
 from deployer.runner.action import ActionDir
 
 
-def run_in_image(image: str, args: Sequence[str], env: dict[str, str], action: ActionDir) -> int:
-    """Run `args` in `image` (pulled if missing) with the action dir mounted at the same path.
+def run_in_image(
+    image: str,
+    args: Sequence[str],
+    env: dict[str, str],
+    action: ActionDir,
+    *,
+    on_exit: Callable[[Any], None] | None = None,
+) -> int:
+    """Run `args` in `image` (pulled if missing) with the action dir mounted at the same path;
+    `on_exit(container)` runs once the task ended, before the container is removed.
 
     Host networking lets the task reach services bound to 127.0.0.1 (local registry, S3, control
     plane), as the tests' stack requires. Returns the container's exit code; logs go to `action.log`.
@@ -43,6 +52,8 @@ def run_in_image(image: str, args: Sequence[str], env: dict[str, str], action: A
         container.start()
         status = container.wait()
         action.log.write_bytes(container.logs(stdout=True, stderr=True))
+        if on_exit is not None:
+            on_exit(container)
         return int(status.get("StatusCode", 1))
     except APIError as exc:
         raise RunError(f"the task's container in {image} failed: {_first_line(exc)}") from exc

@@ -23,7 +23,8 @@ from flyteidl2.task import common_pb2
 from flyteidl2.task.task_definition_pb2 import TaskSpec
 
 from deployer.errors import RunError, UsageError
-from deployer.runner.values import BadValue, BlobKind, Reader, to_json_ready, type_name
+from deployer.runner.container_files import ContainerFiles, copy_out
+from deployer.runner.values import BadValue, BlobKind, Reader, local_path, to_json_ready, type_name
 
 Stage = Callable[[Path, BlobKind, str], str]
 """Where the task reads a local File/Dir input from: given its local path, its kind and the input name."""
@@ -152,26 +153,49 @@ def encode_inputs(spec: TaskSpec, raw: Mapping[str, RawInput | str], raw_data: P
     return serialized
 
 
-def decode_outputs(spec: TaskSpec, data: bytes, download_dir: Path | None = None) -> dict[str, Any]:
+def decode_outputs(
+    spec: TaskSpec,
+    data: bytes,
+    download_dir: Path | None = None,
+    *,
+    container_files: ContainerFiles | None = None,
+) -> dict[str, Any]:
     """`outputs.pb` as JSON-ready values keyed by output name (`o0`, `o1`, ...). File/Dir outputs
-    are copied to `download_dir/NAME/` and given as that local path (a remote URI stays as it is)."""
-    from flyte.types import TypeEngine
-
-    interface = _interface(spec)
-    proto = common_pb2.Outputs()
-    proto.ParseFromString(data)
-    literal_map = literals_pb2.LiteralMap(literals={item.name: item.value for item in proto.literals})
-    missing = [name for name in interface.outputs if name not in literal_map.literals]
-    if missing:
-        raise RunError(f"task {interface.task} wrote no value for its output {missing[0]}")
-    native = _run(TypeEngine.literal_map_to_kwargs(literal_map, interface.outputs))
+    are copied to `download_dir/NAME/` and given as that local path (a remote URI stays as it is);
+    in container mode, paths of the container are read where `container_files` puts them."""
 
     def save(uri: str, kind: BlobKind, name: str) -> Path | str:
-        return _download(uri, kind, name, download_dir)
+        return _download(uri, kind, name, download_dir, container_files)
 
+    interface = _interface(spec)
+    native = _native_outputs(interface, data)
     return {
         name: to_json_ready(native[name], py_type, save, name) for name, py_type in interface.outputs.items()
     }
+
+
+def copy_outputs_out(spec: TaskSpec, outputs_dir: Path, files: ContainerFiles, container: Any) -> None:
+    """Container mode, before the container is removed: the File/Dir outputs it keeps in its own
+    filesystem (not on the mount) are copied out, to where `files` says."""
+    outputs = outputs_dir / "outputs.pb"
+    if not outputs.is_file():
+        return
+    paths: list[str] = []
+
+    def note(uri: str, _kind: BlobKind, _name: str) -> str:
+        path = local_path(uri)
+        if path is not None:
+            paths.append(path)
+        return uri
+
+    interface = _interface(spec)
+    try:
+        native = _native_outputs(interface, outputs.read_bytes())
+    except RunError:
+        return  # reading the outputs again after the run reports it
+    for name, py_type in interface.outputs.items():
+        to_json_ready(native[name], py_type, note, name)
+    copy_out(container, paths, files)
 
 
 def read_error(data: bytes) -> tuple[str, str]:
@@ -269,11 +293,31 @@ def _stage_as(stage: Stage, name: str, path: Path, kind: BlobKind) -> str:
     return stage(path, kind, name)
 
 
-def _download(uri: str, kind: BlobKind, name: str, download_dir: Path | None) -> Path | str:
-    scheme, sep, rest = uri.partition("://")
-    if download_dir is None or (sep and scheme.lower() != "file"):
+def _native_outputs(interface: _Interface, data: bytes) -> dict[str, Any]:
+    from flyte.types import TypeEngine
+
+    proto = common_pb2.Outputs()
+    try:
+        proto.ParseFromString(data)
+    except Exception as exc:
+        raise RunError(f"task {interface.task}'s outputs.pb cannot be read: {exc}") from exc
+    literal_map = literals_pb2.LiteralMap(literals={item.name: item.value for item in proto.literals})
+    missing = [name for name in interface.outputs if name not in literal_map.literals]
+    if missing:
+        raise RunError(f"task {interface.task} wrote no value for its output {missing[0]}")
+    try:
+        return _run(TypeEngine.literal_map_to_kwargs(literal_map, interface.outputs))
+    except Exception as exc:
+        raise RunError(f"task {interface.task}'s outputs cannot be read: {_one_line(exc)}") from exc
+
+
+def _download(
+    uri: str, kind: BlobKind, name: str, download_dir: Path | None, files: ContainerFiles | None
+) -> Path | str:
+    path = local_path(uri)
+    if download_dir is None or path is None:
         return uri
-    source = Path(rest if sep else uri)
+    source = files.on_host(path) if files else Path(path)
     target = download_dir / _safe(name) / (source.name or "root")
     if target.exists():  # the same output downloaded twice: a fresh copy
         shutil.rmtree(target) if target.is_dir() else target.unlink()
@@ -284,7 +328,7 @@ def _download(uri: str, kind: BlobKind, name: str, download_dir: Path | None) ->
         else:
             shutil.copyfile(source, target)
     except OSError as exc:
-        raise RunError(f"output {name} ({kind} {uri}) cannot be copied to {target}: {exc}") from exc
+        raise RunError(f"output {name} ({kind} {uri}) cannot be copied to {target}: {exc.strerror}") from exc
     return target
 
 

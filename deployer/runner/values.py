@@ -246,7 +246,9 @@ class Reader:
         durations, enum names, local paths or URIs; JSON for lists, dicts, dataclasses and models."""
         inner, optional = unwrap_optional(py_type)
         if optional:
-            return None if text.strip().lower() in _NULL else self.from_text(text, inner)
+            if text.strip().lower() in _NULL:
+                return None
+            return _or_null(py_type, lambda: self.from_text(text, inner))
         if _is_union(py_type):
             return self._first_variant(text, py_type, self.from_text)
         if py_type is str or py_type is Any:
@@ -292,7 +294,7 @@ class Reader:
                 return None
             raise BadValue(describe(py_type), "null")
         if optional:
-            return self.from_data(value, inner)
+            return _or_null(py_type, lambda: self.from_data(value, inner))
         if _is_union(py_type):
             return self._first_variant(value, py_type, self.from_data)
         if py_type is Any:
@@ -386,10 +388,10 @@ class Reader:
         text = text.strip()
         if not text:
             raise BadValue(describe(py_type), _shown(text))
-        scheme, sep, rest = text.partition("://")
-        if sep and scheme.lower() != "file":
+        path = local_path(text)
+        if path is None:
             return py_type(path=text)
-        local = Path(rest if sep else text).expanduser()
+        local = Path(path).expanduser()
         if not local.exists():
             raise BadValue(describe(py_type), _shown(text), reason="no such file or directory")
         if kind == "file" and not local.is_file():
@@ -397,6 +399,28 @@ class Reader:
         if kind == "dir" and not local.is_dir():
             raise BadValue(describe(py_type), _shown(text), reason="a file, not a directory")
         return py_type(path=self._local_blob(local.resolve(), kind))
+
+
+def _or_null(py_type: Any, read: Callable[[], Any]) -> Any:
+    """Read an Optional's value; a refusal of the value itself says null would do too."""
+    try:
+        return read()
+    except BadValue as exc:
+        if exc.at:
+            raise
+        raise BadValue(describe(py_type), exc.got, reason=exc.reason) from None
+
+
+def local_path(uri: str) -> str | None:
+    """The local path a path or `file://` URI names; None for any other URI (`s3://...`)."""
+    scheme, sep, _ = uri.partition("://")
+    if not sep:
+        return uri
+    if scheme.lower() != "file":
+        return None
+    from urllib.parse import unquote, urlparse
+
+    return unquote(urlparse(uri).path)
 
 
 def _json_string(text: str) -> str:

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 PROJECTS_DIR = Path(__file__).resolve().parent
-NAMES = ("flat", "src_layout", "monorepo", "chain", "by_domain", "hybrid", "ref_image", "scheduled")
+NAMES = ("flat", "src_layout", "monorepo", "chain", "by_domain", "hybrid", "ref_image", "scheduled", "shapes")
 
 
 def copy_project(name: str, dest: Path) -> Path:
