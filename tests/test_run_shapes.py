@@ -379,3 +379,26 @@ def _one_clear_line(deployed: Path, args: list[str], message: str) -> None:
     else:
         assert message in result.error_line, result.stderr
     assert set(runs.glob("*")) == before  # nothing was started
+
+
+@pytest.mark.parametrize(
+    ("typed", "seconds", "printed"),
+    [
+        ("PT2H", 7200, "PT2H"),
+        ("P1DT30M", 86400 + 1800, "P1DT30M"),
+        ("pt1.5s", 1.5, "PT1.5S"),
+        ("P2W", 14 * 86400, "P14D"),
+        ("-PT90M", -5400, "-PT1H30M"),
+        ("90", 90, "PT1M30S"),
+        ("0", 0, "PT0S"),
+    ],
+)
+def test_durations_read_and_print_as_iso_8601(typed: str, seconds: float, printed: str) -> None:
+    import datetime as dt
+
+    from deployer.runner.values import Reader, iso_duration
+
+    value = Reader(lambda path, kind: str(path)).from_text(typed, dt.timedelta)
+    assert value == dt.timedelta(seconds=seconds)
+    assert iso_duration(value) == printed
+    assert Reader(lambda path, kind: str(path)).from_text(printed, dt.timedelta) == value
