@@ -402,3 +402,19 @@ def test_durations_read_and_print_as_iso_8601(typed: str, seconds: float, printe
     assert value == dt.timedelta(seconds=seconds)
     assert iso_duration(value) == printed
     assert Reader(lambda path, kind: str(path)).from_text(printed, dt.timedelta) == value
+
+
+def test_container_paths_are_read_inside_the_run_dir(tmp_path: Path) -> None:
+    """Paths named by a container-mode task's outputs: the mount as it is, anything else copied out of
+    the container under the run dir, whatever `..` the task writes."""
+    from deployer.runner.container_files import ContainerFiles
+
+    run_dir = tmp_path / "r1"
+    files = ContainerFiles(mounted=run_dir, copied=run_dir / "container-files")
+    assert files.on_host(f"{run_dir}/raw/a.txt") == run_dir / "raw" / "a.txt"
+    assert files.on_host("/root/report.txt") == run_dir / "container-files" / "root" / "report.txt"
+    assert files.on_host("/root/../../etc/passwd") == run_dir / "container-files" / "etc" / "passwd"
+    (run_dir / "raw").mkdir(parents=True)
+    (run_dir / "raw" / "link").symlink_to("/etc/hostname")
+    assert not files.holds(run_dir / "raw" / "link")
+    assert files.holds(run_dir / "raw")

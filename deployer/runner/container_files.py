@@ -9,6 +9,7 @@ removed, and read from there.
 
 from __future__ import annotations
 
+import os
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -28,10 +29,16 @@ class ContainerFiles:
     """Paths outside it, copied out of the container: `/root/report.txt` → `copied/root/report.txt`."""
 
     def on_host(self, path: str) -> Path:
-        inside = Path(path)
-        if not inside.is_absolute() or inside.is_relative_to(self.mounted):
+        """Where the container's absolute `path` is read on the host."""
+        inside = Path(os.path.normpath(path))  # `/x/../../etc` is `/etc`: never above `copied`
+        if inside.is_relative_to(self.mounted):
             return inside
         return self.copied / inside.relative_to("/")
+
+    def holds(self, path: Path) -> bool:
+        """Whether `path`, links resolved, is one of the container's files (on the mount or copied)."""
+        real = Path(os.path.realpath(path))
+        return real.is_relative_to(os.path.realpath(self.mounted))
 
 
 def copy_out(container: Any, paths: list[str], files: ContainerFiles) -> None:
@@ -39,9 +46,11 @@ def copy_out(container: Any, paths: list[str], files: ContainerFiles) -> None:
     from docker.errors import DockerException, NotFound
 
     for path in paths:
+        if not Path(path).is_absolute():
+            continue  # relative to the container's working dir: reading the outputs refuses it
         target = files.on_host(path)
-        if target == Path(path):  # on the mount already (or not a container path)
-            continue
+        if target.is_relative_to(files.mounted) and not target.is_relative_to(files.copied):
+            continue  # on the mount already
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             stream, _stat = container.get_archive(path)

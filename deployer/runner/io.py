@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import shutil
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -126,7 +127,12 @@ def encode_inputs(spec: TaskSpec, raw: Mapping[str, RawInput | str], raw_data: P
     from flyte.types import TypeEngine
 
     def stage(path: Path, kind: BlobKind, name: str) -> str:
-        target = raw_data / "inputs" / _safe(name) / (path.name or "root")
+        folder = raw_data / "inputs" / _safe(name)
+        target = folder / (path.name or "root")
+        copies = 1
+        while target.exists():  # a second file of the same name in one input (a list of Files)
+            copies += 1
+            target = folder / str(copies) / (path.name or "root")
         target.parent.mkdir(parents=True, exist_ok=True)
         if kind == "dir":
             shutil.copytree(path, target, dirs_exist_ok=True)
@@ -317,14 +323,21 @@ def _download(
     path = local_path(uri)
     if download_dir is None or path is None:
         return uri
-    source = files.on_host(path) if files else Path(path)
+    if not Path(path).is_absolute():
+        raise RunError(f"output {name} ({kind} {uri}) is a relative path: where the task meant it is unknown")
+    source = files.on_host(path) if files else Path(os.path.normpath(path))
+    if files is not None and not files.holds(source):
+        # A link on the mount pointing into this host's filesystem: the container's files only.
+        raise RunError(f"output {name} ({kind} {uri}) leads out of the task's own files")
     target = download_dir / _safe(name) / (source.name or "root")
-    if target.exists():  # the same output downloaded twice: a fresh copy
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    if target.is_symlink() or target.is_file():  # the same output downloaded again: a fresh copy
+        target.unlink()
+    elif target.exists():
+        shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         if kind == "dir":
-            shutil.copytree(source, target)
+            shutil.copytree(source, target, symlinks=True)
         else:
             shutil.copyfile(source, target)
     except OSError as exc:
