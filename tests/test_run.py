@@ -144,12 +144,18 @@ def deployed_flat(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["flat.average", "--input", "values=[1,"], "error: --input values=[1,: not valid JSON"),
-        (["flat.average", "-i", 'values="x"'], 'error: --input values="x": cannot be read as list[float]'),
-        (["flat.average", "-i", "values=[true]"], "error: --input values=[true]: cannot be read as list"),
+        (
+            ["flat.average", "--input", "values=[1,"],
+            "error: --input values=[1,: expected a JSON list of numbers (e.g. [1.5]), got '[1,' (not valid",
+        ),
+        (
+            ["flat.average", "-i", 'values="x"'],
+            "error: --input values=\"x\": expected a JSON list of numbers (e.g. [1.5]), got 'x'",
+        ),
+        (["flat.average", "-i", "values=[true]"], "error: --input values=[true]: [0]: expected a number"),
         (["flat.average"], "error: task flat.average needs --input for: values"),
         (["flat.average", "-i", "value=[1]"], "error: --input value: task flat.average has no such input"),
-        (["flat.average", "--input", "values"], "error: --input 'values': expected NAME=JSON"),
+        (["flat.average", "--input", "values"], "error: --input 'values': expected NAME=VALUE"),
         (["average"], "error: task 'average': expected ENV.TASK"),
         (["flat.nope"], "error: task flat.nope is not deployed in flytesnacks/development"),
         (["flat.average", "--version", "v9"], "error: task flat.average version v9 is not deployed"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,7 +14,24 @@ from deployer.request import DeployRequest
 TaskArg = Annotated[str, typer.Argument(help="Deployed task as ENV.TASK, e.g. analysis.greet.")]
 InputOpt = Annotated[
     list[str] | None,
-    typer.Option("--input", "-i", help="NAME=JSON task input (a bare word reads as a string). Repeatable."),
+    typer.Option(
+        "--input",
+        "-i",
+        help="NAME=VALUE task input, read by the input's type: strings, numbers and true/false bare; "
+        "ISO 8601 datetimes (2024-01-02T03:04:05) and durations (PT2H, or seconds); enum names; "
+        "a local path or storage URI for File/Dir; JSON for lists, dicts, dataclasses and models. "
+        "Repeatable; overrides --input-file.",
+    ),
+]
+InputFileOpt = Annotated[
+    Path | None,
+    typer.Option("--input-file", help="JSON or YAML file mapping input names to values."),
+]
+DownloadDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--download-dir", help="Where File/Dir outputs are copied (DIR/OUTPUT/NAME). Default: the run's dir."
+    ),
 ]
 SecretOpt = Annotated[
     list[str] | None,
@@ -36,7 +54,9 @@ def command(
     request: DeployRequest,
     task: TaskArg,
     inputs: InputOpt = None,
+    input_file: InputFileOpt = None,
     secrets: SecretOpt = None,
+    download_dir: DownloadDirOpt = None,
     verbose: VerboseOpt = False,
     as_json: o.JsonOpt = False,
 ) -> None:
@@ -45,13 +65,13 @@ def command(
     container. Leaf tasks only: a task that calls other tasks needs a full Flyte backend."""
     from deployer import output
     from deployer.runner import TaskFailed, fetch_spec, run_task
-    from deployer.runner.io import parse_input_flags
+    from deployer.runner.io import parse_inputs
     from deployer.runner.secrets import parse_secret_flags, resolve_secrets
 
     env_name, dot, task_name = task.partition(".")
     if not dot or not env_name or not task_name:
         raise UsageError(f"task {task!r}: expected ENV.TASK, e.g. analysis.greet")
-    raw_inputs = parse_input_flags(inputs or [])
+    raw_inputs = parse_inputs(inputs or [], input_file)
     given_secrets = parse_secret_flags(secrets or [])
     settings = request.settings
     spec, found_version = fetch_spec(task, version=settings.version, settings=settings)
@@ -66,6 +86,7 @@ def command(
             state_dir=settings.state,
             secrets=resolve_secrets(spec, given_secrets),
             progress=output.ConsoleProgress(show_bars=settings.progress),
+            download_dir=download_dir.resolve() if download_dir else None,
         )
     except TaskFailed as exc:
         if verbose and exc.traceback:

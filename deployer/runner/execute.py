@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,8 +16,9 @@ from deployer.errors import RunError
 from deployer.progress import QUIET, Progress
 from deployer.runner import action as actions
 from deployer.runner.container import TaskContainer, task_container
+from deployer.runner.container_files import ContainerFiles
 from deployer.runner.failure import crash_summary, read_failure
-from deployer.runner.io import decode_outputs, encode_inputs
+from deployer.runner.io import RawInput, check_inputs, copy_outputs_out, decode_outputs, encode_inputs
 from deployer.runner.secrets import SECRETS_DIR, SECRETS_DIR_ENV, Secrets
 
 
@@ -51,13 +53,14 @@ def run_task(
     spec: TaskSpec,
     *,
     version: str,
-    inputs: Mapping[str, str],
+    inputs: Mapping[str, RawInput | str],
     project: str,
     domain: str,
     org: str,
     state_dir: Path,
     secrets: Secrets | None = None,
     progress: Progress = QUIET,
+    download_dir: Path | None = None,
 ) -> TaskRun:
     """Run one deployed task: container mode in its image with Docker, bundle mode in a local venv.
 
@@ -71,24 +74,28 @@ def run_task(
         if container.pod_container:
             where = f" (its pod template's primary container {container.pod_container})"
         raise RunError(f"task {name} does not start Flyte's runtime (a0){where}, so it cannot be run locally")
-    encoded = encode_inputs(spec, inputs)  # bad --input values fail before anything is started
+    check_inputs(spec, inputs)  # bad --input values fail before anything is started
     uri = actions.bundle_uri(container.args)
     _report_pod(name, container, progress)
 
     action = actions.ActionDir.create(state_dir / "runs")
-    action.inputs.write_bytes(encoded)
+    action.inputs.write_bytes(encode_inputs(spec, inputs, action.raw_data))
     args = actions.fill_args(container.args, action)
     started = time.monotonic()
     target = {"project": project, "domain": domain, "org": org}
+    files: ContainerFiles | None = None
     try:
         if uri is None:
-            exit_code = _in_image(container, args, action, secrets, target)
+            files = ContainerFiles(mounted=action.root, copied=action.root / "container-files")
+            copy_out = functools.partial(copy_outputs_out, spec, action.outputs, files)
+            exit_code = _in_image(container, args, action, secrets, target, copy_out)
         else:
             exit_code = _in_local_venv(container, args, uri, action, secrets, target, state_dir, progress)
     finally:
         _mask_run_files(action, secrets)
 
-    outputs = _collect_outputs(spec, name, container, action, exit_code, secrets, bundled=uri is not None)
+    downloads = download_dir or action.root / "downloads"
+    outputs = _collect_outputs(spec, name, container, action, exit_code, secrets, downloads, files)
     return TaskRun(
         task=name,
         version=version,
@@ -108,14 +115,18 @@ def _in_image(
     action: actions.ActionDir,
     secrets: Secrets,
     target: dict[str, str],
+    on_exit: Callable[[Any], None],
 ) -> int:
-    """Container mode: nothing of the caller's environment, file secrets written into the container."""
+    """Container mode: nothing of the caller's environment, file secrets written into the container;
+    `on_exit` copies what the task left in the container's own filesystem before it goes."""
     from deployer.runner.in_image import run_in_image
 
     injected = secrets.env | ({SECRETS_DIR_ENV: str(SECRETS_DIR)} if secrets.files else {})
     env = actions.runtime_env({}, container.env, action, **target, injected=injected)
     files = {SECRETS_DIR / path: value for path, value in secrets.files.items()}
-    return run_in_image(container.image, args, env, action, working_dir=container.working_dir, files=files)
+    return run_in_image(
+        container.image, args, env, action, working_dir=container.working_dir, files=files, on_exit=on_exit
+    )
 
 
 def _in_local_venv(
@@ -220,9 +231,10 @@ def _collect_outputs(
     action: actions.ActionDir,
     exit_code: int,
     secrets: Secrets,
-    *,
-    bundled: bool,
+    download_dir: Path,
+    files: ContainerFiles | None,
 ) -> dict[str, Any]:
+    bundled = files is None
     log = action.log.read_text(errors="replace") if action.log.exists() else ""
     error_file = action.outputs / "error.pb"
     if error_file.exists():
@@ -251,7 +263,7 @@ def _collect_outputs(
         if spec.task_template.interface.outputs.variables:
             raise RunError(f"task {name} finished without writing outputs.pb (log: {action.log})")
         return {}
-    return decode_outputs(spec, outputs_file.read_bytes())
+    return decode_outputs(spec, outputs_file.read_bytes(), download_dir, container_files=files)
 
 
 def _last_log_line(log: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -20,8 +20,10 @@ def run_in_image(
     *,
     working_dir: str | None = None,
     files: Mapping[PurePosixPath, str] | None = None,
+    on_exit: Callable[[Any], None] | None = None,
 ) -> int:
-    """Run `args` in `image` (pulled if missing) with the action dir mounted at the same path.
+    """Run `args` in `image` (pulled if missing) with the action dir mounted at the same path;
+    `on_exit(container)` runs once the task ended, before the container is removed.
 
     `files` (absolute paths in the container, e.g. file secrets) are written into the container before it
     starts, so they never touch the host's disk. Host networking lets the task reach services bound to
@@ -60,6 +62,8 @@ def run_in_image(
         container.start()
         status = container.wait()
         action.log.write_bytes(container.logs(stdout=True, stderr=True))
+        if on_exit is not None:
+            on_exit(container)
         return int(status.get("StatusCode", 1))
     except APIError as exc:
         raise RunError(f"the task's container in {image} failed: {_first_line(exc)}") from exc

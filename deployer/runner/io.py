@@ -1,98 +1,356 @@
 """Task inputs and outputs in Flyte's wire format, converted with the SDK's own type engine.
 
 The runner has only the deployed `TaskSpec`, not the user's Python types, so types are guessed from
-the spec's typed interface exactly as `flyte.remote` does for deployed tasks.
+the spec's typed interface exactly as `flyte.remote` does for deployed tasks. Values are read as a
+person types them (`deployer.runner.values`). A File/Dir input given as a local path is copied into the
+run's raw-data dir (mounted at the same path in container mode) and the task reads that copy; a File/Dir
+output the task wrote there is copied out to a local download dir, whose path is the printed value.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
-import typing
-from collections.abc import Mapping, Sequence
-from typing import Any
+import shutil
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
 
-from flyteidl2.core import execution_pb2
+from flyteidl2.core import literals_pb2, types_pb2
 from flyteidl2.task import common_pb2
 from flyteidl2.task.task_definition_pb2 import TaskSpec
 
 from deployer.errors import RunError, UsageError
+from deployer.runner.container_files import ContainerFiles, copy_out
+from deployer.runner.values import BadValue, BlobKind, Reader, local_path, to_json_ready, type_name
+
+Stage = Callable[[Path, BlobKind, str], str]
+"""Where the task reads a local File/Dir input from: given its local path, its kind and the input name."""
+
+_T = TypeVar("_T")
+_FLAG = "--input"
+
+
+@dataclass(frozen=True)
+class RawInput:
+    """One input as given, before it is read against the task's type."""
+
+    value: Any
+    """The text after `--input NAME=`, or the (JSON/YAML-typed) value of an input file."""
+    source: str = _FLAG
+    """`--input`, or the input file's name."""
+
+    def label(self, name: str) -> str:
+        """Where the input was given: `--input NAME` or `FILE: NAME`."""
+        return f"{_FLAG} {name}" if self.source == _FLAG else f"{self.source}: {name}"
+
+    def where(self, name: str) -> str:
+        """The input as the user gave it, to start an error line with."""
+        if self.source == _FLAG:
+            return f"{_FLAG} {name}={_clip(str(self.value))}"
+        return self.label(name)
 
 
 def parse_input_flags(values: Sequence[str]) -> dict[str, str]:
-    """`--input NAME=JSON` values, raw (decoded against the task's types later)."""
+    """`--input NAME=VALUE` values, raw (read against the task's types later)."""
     raw: dict[str, str] = {}
     for value in values:
         name, sep, text = value.partition("=")
-        if not sep or not name.strip():
-            raise UsageError(f"--input {value!r}: expected NAME=JSON, e.g. --input count=3")
+        name = name.strip()
+        if not sep or not name:
+            raise UsageError(f"--input {value!r}: expected NAME=VALUE, e.g. --input count=3")
         if name in raw:
             raise UsageError(f"--input {name} is given twice")
-        raw[name.strip()] = text
+        raw[name] = text
     return raw
 
 
-def encode_inputs(spec: TaskSpec, raw: Mapping[str, str]) -> bytes:
-    """Serialized `common_pb2.Inputs` (the runtime's `inputs.pb`) for the task's interface."""
-    from flyte._internal.runtime.convert import convert_from_native_to_inputs
-    from flyte._utils.asyn import run_sync
-    from flyte.types import guess_interface
-
-    interface = guess_interface(spec.task_template.interface, default_inputs=spec.default_inputs)
-    task = spec.task_template.id.name or spec.short_name
-    unknown = sorted(set(raw) - set(interface.inputs))
-    if unknown:
-        known = ", ".join(interface.inputs) or "none"
-        raise UsageError(f"--input {unknown[0]}: task {task} has no such input (inputs: {known})")
-    missing = [name for name in interface.required_inputs() if name not in raw]
-    if missing:
-        raise UsageError(f"task {task} needs --input for: {', '.join(missing)}")
-    values = {name: _decode(name, text, interface.inputs[name][0]) for name, text in raw.items()}
+def read_input_file(path: Path) -> dict[str, Any]:
+    """An inputs file: a JSON or YAML (`.yaml`/`.yml`) mapping of input name to value."""
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".yaml", ".yml"):
+        raise UsageError(f"--input-file {path}: expected a .json, .yaml or .yml file")
     try:
-        inputs = run_sync(convert_from_native_to_inputs, interface, **values)
-    except Exception as exc:
-        raise UsageError(f"--input values do not fit task {task}'s interface: {_one_line(exc)}") from exc
-    serialized: bytes = inputs.proto_inputs.SerializeToString()
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"--input-file {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--input-file {path}: cannot be read ({exc})") from None
+    data: Any
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--input-file {path}: not valid JSON: {exc}") from None
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+            raise UsageError(f"--input-file {path}: not valid YAML{at}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(
+            f"--input-file {path}: expected a mapping of input name to value, got {_json_kind(data)}"
+        )
+    for key in data:
+        if not isinstance(key, str):
+            raise UsageError(f"--input-file {path}: input names are strings, got {key!r}")
+    return data
+
+
+def parse_inputs(flags: Sequence[str], input_file: Path | None = None) -> dict[str, RawInput]:
+    """Every input given: the input file's, then `--input` flags (which win over the file)."""
+    raw: dict[str, RawInput] = {}
+    if input_file is not None:
+        raw.update({k: RawInput(v, source=input_file.name) for k, v in read_input_file(input_file).items()})
+    raw.update({k: RawInput(v) for k, v in parse_input_flags(flags).items()})
+    return raw
+
+
+def check_inputs(spec: TaskSpec, raw: Mapping[str, RawInput | str]) -> None:
+    """Fail with one line on the first input the task cannot take; nothing is written."""
+    _read_inputs(spec, raw, lambda path, _kind, _name: str(path))
+
+
+def encode_inputs(spec: TaskSpec, raw: Mapping[str, RawInput | str], raw_data: Path) -> bytes:
+    """Serialized `common_pb2.Inputs` (the runtime's `inputs.pb`), defaults filled in for inputs not
+    given. Local File/Dir inputs are copied to `raw_data/inputs/NAME/` first: the task reads the copy."""
+    from flyte.types import TypeEngine
+
+    def stage(path: Path, kind: BlobKind, name: str) -> str:
+        folder = raw_data / "inputs" / _safe(name)
+        target = folder / (path.name or "root")
+        copies = 1
+        while target.exists():  # a second file of the same name in one input (a list of Files)
+            copies += 1
+            target = folder / str(copies) / (path.name or "root")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "dir":
+            shutil.copytree(path, target, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(path, target)
+        return str(target)
+
+    interface = _interface(spec)
+    values = _read_inputs(spec, raw, stage, interface)
+    literals = []
+    for name, literal_type in interface.input_types.items():
+        if name not in values:
+            literals.append(common_pb2.NamedLiteral(name=name, value=interface.defaults[name]))
+            continue
+        py_type = interface.inputs[name]
+        try:
+            literal = _run(TypeEngine.to_literal(values[name], py_type, literal_type))
+        except Exception as exc:
+            raise UsageError(
+                f"{_raw(raw[name]).where(name)}: cannot be sent as {type_name(py_type)}: {_one_line(exc)}"
+            ) from exc
+        literals.append(common_pb2.NamedLiteral(name=name, value=literal))
+    serialized: bytes = common_pb2.Inputs(literals=literals).SerializeToString()
     return serialized
 
 
-def _decode(name: str, text: str, py_type: Any) -> Any:
-    from flyte._utils.asyn import run_sync
-    from flyte.types._json_coercion import coerce_json_value
+def decode_outputs(
+    spec: TaskSpec,
+    data: bytes,
+    download_dir: Path | None = None,
+    *,
+    container_files: ContainerFiles | None = None,
+) -> dict[str, Any]:
+    """`outputs.pb` as JSON-ready values keyed by output name (`o0`, `o1`, ...). File/Dir outputs
+    are copied to `download_dir/NAME/` and given as that local path (a remote URI stays as it is);
+    in container mode, paths of the container are read where `container_files` puts them."""
 
+    def save(uri: str, kind: BlobKind, name: str) -> Path | str:
+        return _download(uri, kind, name, download_dir, container_files)
+
+    interface = _interface(spec)
+    native = _native_outputs(interface, data)
+    return {
+        name: to_json_ready(native[name], py_type, save, name) for name, py_type in interface.outputs.items()
+    }
+
+
+def copy_outputs_out(spec: TaskSpec, outputs_dir: Path, files: ContainerFiles, container: Any) -> None:
+    """Container mode, before the container is removed: the File/Dir outputs it keeps in its own
+    filesystem (not on the mount) are copied out, to where `files` says."""
+    outputs = outputs_dir / "outputs.pb"
+    if not outputs.is_file():
+        return
+    paths: list[str] = []
+
+    def note(uri: str, _kind: BlobKind, _name: str) -> str:
+        path = local_path(uri)
+        if path is not None:
+            paths.append(path)
+        return uri
+
+    interface = _interface(spec)
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        # A bare word is the natural way to type a string on a command line: accept it for str inputs.
-        if py_type is str:
-            return text
-        raise UsageError(f"--input {name}={text}: not valid JSON") from None
+        native = _native_outputs(interface, outputs.read_bytes())
+    except RunError:
+        return  # reading the outputs again after the run reports it
+    for name, py_type in interface.outputs.items():
+        to_json_ready(native[name], py_type, note, name)
+    copy_out(container, paths, files)
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+
+
+@dataclass(frozen=True)
+class _Interface:
+    task: str
+    inputs: dict[str, Any]
+    """Input name → the Python type guessed from the spec, in the spec's order."""
+    input_types: dict[str, types_pb2.LiteralType]
+    defaults: dict[str, literals_pb2.Literal]
+    outputs: dict[str, Any]
+
+
+def _interface(spec: TaskSpec) -> _Interface:
+    from flyte.types import guess_interface
+
+    _load_transformers(spec)
+    typed = spec.task_template.interface
+    guessed = guess_interface(typed, default_inputs=spec.default_inputs)
+    return _Interface(
+        task=spec.task_template.id.name or spec.short_name,
+        inputs={name: guessed.inputs[name][0] for name in guessed.inputs},
+        input_types={var.key: var.value.type for var in typed.inputs.variables},
+        defaults={
+            d.name: d.parameter.default for d in spec.default_inputs if d.parameter.HasField("default")
+        },
+        outputs=dict(guessed.outputs),
+    )
+
+
+def _load_transformers(spec: TaskSpec) -> None:
+    """The SDK registers a type's transformer when the module defining the type is imported: File and
+    Dir with `flyte.io`, DataFrame on first access (it pulls in the structured-dataset engine)."""
+    import flyte.io
+
+    typed = spec.task_template.interface
+    if any(
+        "structured_dataset_type" in str(var.value.type)
+        for var in (*typed.inputs.variables, *typed.outputs.variables)
+    ):
+        _ = flyte.io.DataFrame
+
+
+def _read_inputs(
+    spec: TaskSpec,
+    raw: Mapping[str, RawInput | str],
+    stage: Stage,
+    interface: _Interface | None = None,
+) -> dict[str, Any]:
+    interface = interface or _interface(spec)
+    task = interface.task
+    unknown = [name for name in raw if name not in interface.inputs]
+    if unknown:
+        known = ", ".join(interface.inputs) or "none"
+        name = unknown[0]
+        raise UsageError(f"{_raw(raw[name]).label(name)}: task {task} has no such input (inputs: {known})")
+    values: dict[str, Any] = {}
+    for name, given in raw.items():
+        item = _raw(given)
+        reader = Reader(functools.partial(_stage_as, stage, name))
+        py_type = interface.inputs[name]
+        try:
+            if item.source == _FLAG:
+                values[name] = reader.from_text(str(item.value), py_type)
+            else:
+                values[name] = reader.from_data(item.value, py_type)
+        except BadValue as exc:
+            raise UsageError(f"{item.where(name)}: {exc.message}") from None
+    missing = [name for name in interface.inputs if name not in raw and name not in interface.defaults]
+    if missing:
+        raise UsageError(f"task {task} needs --input for: {', '.join(missing)}")
+    return values
+
+
+def _stage_as(stage: Stage, name: str, path: Path, kind: BlobKind) -> str:
+    return stage(path, kind, name)
+
+
+def _native_outputs(interface: _Interface, data: bytes) -> dict[str, Any]:
     from flyte.types import TypeEngine
 
+    proto = common_pb2.Outputs()
     try:
-        native = run_sync(coerce_json_value, _widen_numbers(value, py_type), py_type)
-        # Converting now names the culprit; converting all inputs at once would not.
-        run_sync(TypeEngine.to_literal, native, py_type, TypeEngine.to_literal_type(py_type))
+        proto.ParseFromString(data)
     except Exception as exc:
-        raise UsageError(
-            f"--input {name}={text}: cannot be read as {_type_name(py_type)}: {_one_line(exc)}"
-        ) from exc
-    return native
+        raise RunError(f"task {interface.task}'s outputs.pb cannot be read: {exc}") from exc
+    literal_map = literals_pb2.LiteralMap(literals={item.name: item.value for item in proto.literals})
+    missing = [name for name in interface.outputs if name not in literal_map.literals]
+    if missing:
+        raise RunError(f"task {interface.task} wrote no value for its output {missing[0]}")
+    try:
+        return _run(TypeEngine.literal_map_to_kwargs(literal_map, interface.outputs))
+    except Exception as exc:
+        raise RunError(f"task {interface.task}'s outputs cannot be read: {_one_line(exc)}") from exc
 
 
-def _widen_numbers(value: Any, py_type: Any) -> Any:
-    """JSON does not tell 1 from 1.0: read an integer where a float is expected as that float."""
-    from flyte.types._json_coercion import unwrap_optional_type
+def _download(
+    uri: str, kind: BlobKind, name: str, download_dir: Path | None, files: ContainerFiles | None
+) -> Path | str:
+    path = local_path(uri)
+    if download_dir is None or path is None:
+        return uri
+    if not Path(path).is_absolute():
+        raise RunError(f"output {name} ({kind} {uri}) is a relative path: where the task meant it is unknown")
+    source = files.on_host(path) if files else Path(os.path.normpath(path))
+    if files is not None and not files.holds(source):
+        # A link on the mount pointing into this host's filesystem: the container's files only.
+        raise RunError(f"output {name} ({kind} {uri}) leads out of the task's own files")
+    target = download_dir / _safe(name) / (source.name or "root")
+    if target.is_symlink() or target.is_file():  # the same output downloaded again: a fresh copy
+        target.unlink()
+    elif target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if kind == "dir":
+            shutil.copytree(source, target, symlinks=True)
+        else:
+            shutil.copyfile(source, target)
+    except OSError as exc:
+        raise RunError(f"output {name} ({kind} {uri}) cannot be copied to {target}: {exc.strerror}") from exc
+    return target
 
-    py_type = unwrap_optional_type(py_type)
-    if py_type is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    origin, args = typing.get_origin(py_type), typing.get_args(py_type)
-    if origin is list and args and isinstance(value, list):
-        return [_widen_numbers(item, args[0]) for item in value]
-    if origin is dict and len(args) == 2 and isinstance(value, dict):
-        return {key: _widen_numbers(item, args[1]) for key, item in value.items()}
-    return value
+
+def _raw(value: RawInput | str) -> RawInput:
+    return value if isinstance(value, RawInput) else RawInput(value)
+
+
+def _run(coro: Coroutine[Any, Any, _T]) -> _T:
+    from deployer.controlplane.sync import run_coroutine
+
+    return run_coroutine(coro)
+
+
+def _safe(name: str) -> str:
+    """A path component for an input or output name (`o0`, `o0[1]`, `o0.report`)."""
+    return re.sub(r"[^\w.\-\[\]]", "_", name) or "_"
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -100,47 +358,3 @@ def _one_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     reason = next((line for line in lines if line.startswith("Reason:")), None)
     return reason.removeprefix("Reason:").strip() if reason else " ".join(lines) or type(exc).__name__
-
-
-def decode_outputs(spec: TaskSpec, data: bytes) -> dict[str, Any]:
-    """`outputs.pb` as JSON-ready values keyed by output name (`o0`, `o1`, ...)."""
-    from flyte._internal.runtime.convert import Outputs, convert_outputs_to_native
-    from flyte._utils.asyn import run_sync
-    from flyte.types import guess_interface
-    from flyte.types._json_coercion import serialize_json_value
-
-    interface = guess_interface(spec.task_template.interface, default_inputs=spec.default_inputs)
-    proto = common_pb2.Outputs()
-    proto.ParseFromString(data)
-    native = run_sync(convert_outputs_to_native, interface, Outputs(proto_outputs=proto))
-    names = list(interface.outputs)
-    values = (native,) if len(names) == 1 else tuple(native or ())
-    return {
-        name: run_sync(serialize_json_value, value, interface.outputs[name])
-        for name, value in zip(names, values, strict=True)
-    }
-
-
-def read_error(data: bytes) -> tuple[str, str]:
-    """The runtime's `error.pb` as (code, full message)."""
-    document = execution_pb2.ErrorDocument()
-    try:
-        document.ParseFromString(data)
-    except Exception as exc:
-        raise RunError(f"the task failed and its error.pb cannot be read: {exc}") from exc
-    return document.error.code, document.error.message
-
-
-def one_line(code: str, message: str) -> str:
-    """The error code and the last line of a (usually traceback-shaped) message."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    last = lines[-1] if lines else "(no message)"
-    return last if not code or code in last else f"{code}: {last}"
-
-
-def _type_name(py_type: Any) -> str:
-    if typing.get_origin(py_type) is None and hasattr(py_type, "__name__"):
-        return str(py_type.__name__)
-    # guess_interface answers with typing.List/Dict; show the builtin spelling users write.
-    text = str(py_type).replace("typing.", "")
-    return re.sub(r"\b(List|Dict|Tuple|Set)\[", lambda m: m.group(1).lower() + "[", text)

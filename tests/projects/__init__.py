@@ -17,6 +17,7 @@ NAMES = (
     "ref_image",
     "scheduled",
     "runtime_shapes",
+    "shapes",
 )
 
 
