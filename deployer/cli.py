@@ -51,10 +51,6 @@ def main() -> None:
 
 def run_here() -> int:
     """The command in this process; its exit code."""
-    if "flyte.syncify" in sys.modules:  # imported before the fork (the SDK's config file, read by settings)
-        from deployer.sdk import restart_background_loop
-
-        restart_background_loop()
     try:
         app(standalone_mode=False)
     except DeployError as exc:

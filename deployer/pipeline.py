@@ -589,6 +589,7 @@ def _held_deploy(
 ) -> _Held | None:
     """The deploy, when the plane holds exactly it already (receipt + one bulk listing); else None."""
     from deployer.controlplane.registration import Receipts, already_deployed, held_tasks
+    from deployer.registration import as_deployed
 
     plan = planned.plan
     receipt = Receipts(settings.state).read(
@@ -600,14 +601,22 @@ def _held_deploy(
     names = [task for env in plan.environments for task in env.tasks]
     if not already_deployed(receipt, expected, names, held_tasks(plane, plan, settings.org)):
         return None
-    apps = [env.app.name for env in plan.environments if env.app is not None]
-    if any(plane.get_app(plan.project, plan.domain, settings.org, app) is None for app in apps):
-        return None  # an app deleted since: the full path creates it again
+    apps: dict[str, AppDeployment] = {}
+    for env in plan.environments:
+        if env.app is not None:
+            stored = plane.get_app(plan.project, plan.domain, settings.org, env.app.name)
+            if stored is None:
+                return None  # an app deleted since: the full path creates it again
+            apps[env.name] = as_deployed(stored, name=env.app.name)  # its revision and URL, as held
     planned_bundle = _planned_bundle(plan, receipt.bundle_uri) if _needs_bundle(plan) else None
     bundle = planned_bundle.model_copy(update={"reused": True}) if planned_bundle else None
     statuses = [
         _env_status(
-            env, "unchanged", dict(receipt.images), receipt.bundle_uri if env.mode == "bundle" else None
+            env,
+            "unchanged",
+            dict(receipt.images),
+            receipt.bundle_uri if env.mode == "bundle" else None,
+            app=apps.get(env.name),
         )
         for env in plan.environments
     ]

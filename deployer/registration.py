@@ -123,13 +123,18 @@ def register_tasks(
 def register_app(plane: ControlPlane, app: App, plan: Plan) -> tuple[EnvStatus, AppDeployment]:
     reason = update_reason(plan.version, plan.git.sha)
     outcome, stored = plane.deploy_app(app, reason=reason)
-    deployed = AppDeployment(
-        name=stored.metadata.id.name or app.metadata.id.name,
+    deployed = as_deployed(stored, name=app.metadata.id.name, reason=reason if outcome == "updated" else None)
+    return outcome, deployed
+
+
+def as_deployed(stored: App, *, name: str, reason: str | None = None) -> AppDeployment:
+    """An app as the control plane holds it: its revision and, when the plane reports one, its URL."""
+    return AppDeployment(
+        name=stored.metadata.id.name or name,
         revision=stored.metadata.revision or None,
         url=stored.status.ingress.public_url or None,
-        reason=reason if outcome == "updated" else None,
+        reason=reason,
     )
-    return outcome, deployed
 
 
 def settle_triggers(

@@ -16,6 +16,7 @@ import functools
 import inspect
 import logging
 import sys
+import threading
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -475,6 +476,12 @@ def _trigger_and_app_internals(need: Need, params: Params, fields: Fields, probl
     if translate is not None and not hasattr(translate, "aio"):
         problems.append("flyte.app._runtime.translate_app_env_to_idl is no longer syncified (.aio)")
     need("flyte.app._parameter", "_DelayedValue")
+    # restart_background_loop: the loop behind every `.aio` call, restarted in a forked child.
+    background = getattr(need("flyte.syncify", "syncify"), "_bg_loop", None)
+    if not isinstance(getattr(background, "thread", None), threading.Thread):
+        problems.append("flyte.syncify.syncify._bg_loop.thread is no longer the loop's thread")
+    else:
+        params(need("flyte.syncify._api", "_BackgroundLoop"), "flyte.syncify._api._BackgroundLoop", ["name"])
     fields(
         need("flyte.app", "AppEnvironment"),
         "flyte.app.AppEnvironment",
@@ -535,10 +542,10 @@ _CHECKS: list[Callable[[Need, Params, Fields, list[str]], None]] = [
 def restart_background_loop() -> None:
     """In a forked child: give the SDK's sync-over-async loop a thread again. The loop thread starts
     when `flyte` is imported; a fork copies the loop but not its thread, so every `.aio` call the SDK
-    makes in the child (app translation among them) would wait forever."""
-    api = sys.modules.get("flyte.syncify._api")
+    makes in the child (app translation among them) would wait forever. Re-initialised in place: every
+    function the SDK wrapped holds this very object."""
     syncify = sys.modules.get("flyte.syncify")
-    if api is None or syncify is None:
+    if syncify is None:
         return
     background = syncify.syncify._bg_loop
     if not background.thread.is_alive():

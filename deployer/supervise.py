@@ -43,6 +43,7 @@ def supervised(work: Callable[[], int], *, import_timeout_s: float, timeout_sett
     if pid == 0:
         os.close(read_end)
         _die_with(parent)
+        _restart_threads()
         _child(work, write_end)
     os.close(write_end)
     forward = _forward_signals(pid)
@@ -88,6 +89,18 @@ def _child(work: Callable[[], int], channel: int) -> None:
         sys.stderr.flush()
         _send(f"exit {code}")
         os._exit(code)
+
+
+def _restart_threads() -> None:
+    """A fork copies memory, not threads: whatever the parent imported before forking (the flyte SDK, read
+    for the settings' config file, among others) has its state here but not the threads serving it. The
+    SDK's sync-over-async loop is one: without its thread, every `.aio` call the child makes (app
+    translation among them) waits forever. Every entry point (CLI, serve, the Action) forks here, so it is
+    restarted here, before any of the child's work."""
+    if "flyte.syncify" in sys.modules:  # never import the SDK just for this
+        from deployer.sdk import restart_background_loop
+
+        restart_background_loop()
 
 
 def _die_with(parent: int) -> None:

@@ -171,6 +171,9 @@ def test_an_app_is_created_then_left_alone_then_updated_by_a_new_commit(project_
         ("archive", "report-api", "report-docs", "reports"), "unchanged"
     )
     assert history(repo, "report-api") == [(1, "created")]
+    # Held as it was: the app reported as the plane holds it.
+    held = {"name": "report-api", "revision": 1, "url": None, "reason": None}
+    assert envs(again)["report-api"]["app"] == held
 
     # A new commit: the app is updated in place, and the update names the version and the commit.
     repo.commit(

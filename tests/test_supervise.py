@@ -110,3 +110,54 @@ def test_the_action_reports_an_import_that_ends_the_process(
     assert "Traceback" not in run.log
     assert run.outputs["deployed"] == "false"
     assert "importing app.py ended the process" in run.summary
+
+
+# --------------------------------------------------------------------------------- the SDK after a fork
+
+
+@pytest.mark.timeout(60)
+def test_a_supervised_child_can_call_the_sdk_the_parent_had_imported() -> None:
+    """Every entry point forks in `supervised`, after the settings imported flyte (its config file): the
+    child must get the SDK's sync-over-async loop back, or every `.aio` call there waits forever."""
+    import faulthandler
+    import threading
+
+    import flyte.syncify
+
+    from deployer.supervise import Finished, supervised
+
+    @flyte.syncify.syncify
+    async def answer() -> int:
+        return 42
+
+    assert "flyte_syncify" in {t.name for t in threading.enumerate()}  # the parent's loop runs
+
+    def work() -> int:
+        # Without the loop's thread the call below never returns: end the child with its stack, not later.
+        faulthandler.dump_traceback_later(30, exit=True)
+        code = 0 if answer() == 42 else 5
+        faulthandler.cancel_dump_traceback_later()
+        return code
+
+    assert supervised(work, import_timeout_s=30, timeout_setting="X") == Finished(0)
+    assert answer() == 42  # and the parent's loop is untouched
+
+
+@pytest.mark.timeout(90)
+def test_the_action_translates_apps_in_its_supervised_child(project_repo: Any, tmp_path: Path) -> None:
+    """The Action's entrypoint forks through the same supervisor as the CLI: a dry run of a program with
+    apps (translated through the SDK's `.aio`) finishes, and lists the apps and triggers it would send."""
+    repo = project_repo("scheduled")
+    payload = {"ref": "refs/heads/main", "after": repo.head_sha, "repository": {"default_branch": "main"}}
+    run = run_action(
+        repo.path,
+        "push",
+        payload,
+        runner_dir=tmp_path / "runner",
+        inputs={"path": "workflows.py", "all": "true", "mode": "bundle", "dry_run": "true"},
+        env={"GITHUB_REF": "refs/heads/main", "GITHUB_SHA": repo.head_sha, "GITHUB_REPOSITORY": "acme/app"},
+        timeout=60,
+    )
+    assert run.code == 0, run.log
+    assert "| report-api | `report-api` |" in run.summary and "| report-docs | `report-docs` |" in run.summary
+    assert "| `reports.build_report` | `nightly` |" in run.summary
