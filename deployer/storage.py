@@ -554,6 +554,40 @@ class S3Storage(Storage):
             Path(tmp).unlink(missing_ok=True)
         return target
 
+    def download_tree(self, uri: str, dest: Path) -> Path:
+        """Every object under the prefix `uri` names, at its relative key under `dest`."""
+        parts = urlsplit(uri)
+        bucket, prefix = parts.netloc, parts.path.strip("/")
+        prefix = f"{prefix}/" if prefix else ""
+        found = 0
+        with self._errors(f"list {uri}"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+        for key in keys:
+            relative = key[len(prefix) :]
+            if key.endswith("/"):  # a "folder" marker some tools write
+                continue
+            if any(part in ("", ".", "..") for part in relative.split("/")):
+                raise StorageError(f"cannot download {uri}: its key {key!r} leads out of the folder")
+            self.download(f"s3://{bucket}/{key}", dest / relative)
+            found += 1
+        if not found:
+            raise StorageError(f"cannot download {uri}: no objects under it")
+        return dest
+
+
+def fetch(uri: str, dest: Path, *, tree: bool, s3: S3Options | None = None) -> Path | None:
+    """A storage object (or, with `tree`, everything under a prefix) copied to `dest` with the caller's
+    credentials; None when `uri` is not in a storage this tool reads (the URI is then used as it is)."""
+    parts = urlsplit(uri)
+    if parts.scheme != "s3" or not parts.netloc:
+        return None
+    storage = S3Storage(parts.netloc, "", s3_client(s3))
+    if tree:
+        return storage.download_tree(uri, dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return storage.download(uri, dest)
+
 
 def _env(*names: str) -> str | None:
     return next((os.environ[n] for n in names if os.environ.get(n)), None)

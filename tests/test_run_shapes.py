@@ -162,6 +162,36 @@ def test_file_and_dir_inputs_are_read_by_the_task(shapes: tuple[Path, str], tmp_
     assert json.loads(listed.stdout) == ["two.txt", "x/one.txt"]
 
 
+def test_storage_uri_inputs_are_fetched_with_the_callers_credentials(
+    shapes: tuple[Path, str], s3_client, s3_bucket: str, stack_env: dict[str, str]
+) -> None:
+    """An `s3://` File/Dir is copied into the run with the caller's S3 access, in both modes: the task
+    reads the copy and is never handed the credentials."""
+    path, mode = shapes
+    prefix = f"run-inputs/{uuid.uuid4().hex[:8]}"
+    s3_client.put_object(Bucket=s3_bucket, Key=f"{prefix}/doc.txt", Body=b"x\ny\n")
+    for key in ("tree/a.txt", "tree/deep/b.txt"):
+        s3_client.put_object(Bucket=s3_bucket, Key=f"{prefix}/{key}", Body=b"-")
+    env = {"FLYTE_DEPLOY_S3_ENDPOINT_URL": stack_env["FLYTE_DEPLOY_STACK_S3_ENDPOINT"]}
+    env |= NO_DOCKER if mode == "bundle" else {}
+
+    def run_s3(*args: str) -> CliResult:
+        return run_cli("run", *args, cwd=path, env=env)
+
+    counted = run_s3("shapes.count_lines", "-i", f"doc=s3://{s3_bucket}/{prefix}/doc.txt", "--json")
+    assert counted.code == 0, counted.stderr
+    assert counted.json["outputs"] == {"o0": 2}
+    listed = run_s3("shapes.list_dir", "-i", f"folder=s3://{s3_bucket}/{prefix}/tree")
+    assert listed.code == 0, listed.stderr
+    assert json.loads(listed.stdout) == ["a.txt", "deep/b.txt"]
+
+    missing = run_s3("shapes.count_lines", "-i", f"doc=s3://{s3_bucket}/{prefix}/nope.txt")
+    assert missing.code != 0
+    assert missing.error_line.startswith(
+        f"error: --input doc=s3://{s3_bucket}/{prefix}/nope.txt: cannot download"
+    )
+
+
 def test_file_and_dir_outputs_are_downloaded_and_their_paths_printed(shapes: tuple[Path, str]) -> None:
     """The task writes its outputs where it runs (its working dir: inside the container in container
     mode); `run` copies them to the run dir and prints that path, a real file/dir on this host."""

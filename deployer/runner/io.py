@@ -18,17 +18,20 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from flyteidl2.core import literals_pb2, types_pb2
 from flyteidl2.task import common_pb2
 from flyteidl2.task.task_definition_pb2 import TaskSpec
 
-from deployer.errors import RunError, UsageError
+from deployer.errors import RunError, StorageError, UsageError
 from deployer.runner.container_files import ContainerFiles, copy_out
 from deployer.runner.values import BadValue, BlobKind, Reader, local_path, to_json_ready, type_name
+from deployer.storage import fetch
 
-Stage = Callable[[Path, BlobKind, str], str]
-"""Where the task reads a local File/Dir input from: given its local path, its kind and the input name."""
+Stage = Callable[[Path | str, BlobKind, str], str]
+"""Where the task reads a File/Dir input from, given its local path (or storage URI), its kind and the
+input name."""
 
 _T = TypeVar("_T")
 _FLAG = "--input"
@@ -126,13 +129,18 @@ def encode_inputs(spec: TaskSpec, raw: Mapping[str, RawInput | str], raw_data: P
     given. Local File/Dir inputs are copied to `raw_data/inputs/NAME/` first: the task reads the copy."""
     from flyte.types import TypeEngine
 
-    def stage(path: Path, kind: BlobKind, name: str) -> str:
+    def stage(given: Path | str, kind: BlobKind, name: str) -> str:
         folder = raw_data / "inputs" / _safe(name)
+        path = Path(given) if isinstance(given, Path) else Path(urlsplit(given).path)
         target = folder / (path.name or "root")
         copies = 1
         while target.exists():  # a second file of the same name in one input (a list of Files)
             copies += 1
             target = folder / str(copies) / (path.name or "root")
+        if isinstance(given, str):
+            # Fetched here with the caller's credentials: the task itself is never handed them.
+            fetched = fetch(given, target, tree=kind == "dir")
+            return given if fetched is None else str(fetched)
         target.parent.mkdir(parents=True, exist_ok=True)
         if kind == "dir":
             shutil.copytree(path, target, dirs_exist_ok=True)
@@ -263,7 +271,8 @@ def _read_inputs(
     values: dict[str, Any] = {}
     for name, given in raw.items():
         item = _raw(given)
-        reader = Reader(functools.partial(_stage_as, stage, name))
+        staged = functools.partial(_stage_as, stage, name)
+        reader = Reader(staged, staged)
         py_type = interface.inputs[name]
         try:
             if item.source == _FLAG:
@@ -272,13 +281,15 @@ def _read_inputs(
                 values[name] = reader.from_data(item.value, py_type)
         except BadValue as exc:
             raise UsageError(f"{item.where(name)}: {exc.message}") from None
+        except StorageError as exc:
+            raise UsageError(f"{item.where(name)}: {exc}") from None
     missing = [name for name in interface.inputs if name not in raw and name not in interface.defaults]
     if missing:
         raise UsageError(f"task {task} needs --input for: {', '.join(missing)}")
     return values
 
 
-def _stage_as(stage: Stage, name: str, path: Path, kind: BlobKind) -> str:
+def _stage_as(stage: Stage, name: str, path: Path | str, kind: BlobKind) -> str:
     return stage(path, kind, name)
 
 

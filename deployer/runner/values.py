@@ -24,6 +24,14 @@ from pydantic import BaseModel
 
 BlobKind = Literal["file", "dir"]
 LocalBlob = Callable[[Path, BlobKind], str]
+RemoteBlob = Callable[[str, BlobKind], str]
+"""Where a File/Dir given as a storage URI is read from: a local copy, or the URI itself."""
+
+
+def _as_given(uri: str, _kind: BlobKind) -> str:
+    return uri
+
+
 """Where a local File/Dir input is read from by the task: given the local path, the path to pass."""
 SaveBlob = Callable[[str, BlobKind, str], "Path | str"]
 """Brings a File/Dir output (its URI, its kind, its output name) to a local path (or keeps its URI)."""
@@ -236,10 +244,12 @@ def _struct_fields(py_type: Any) -> dict[str, tuple[Any, bool]]:
 
 
 class Reader:
-    """Reads values for the task's types; `local_blob` decides where a local File/Dir is read from."""
+    """Reads values for the task's types; `local_blob` and `remote_blob` decide where a File/Dir given
+    as a local path or as a storage URI is read from."""
 
-    def __init__(self, local_blob: LocalBlob) -> None:
+    def __init__(self, local_blob: LocalBlob, remote_blob: RemoteBlob = _as_given) -> None:
         self._local_blob = local_blob
+        self._remote_blob = remote_blob
 
     def from_text(self, text: str, py_type: Any) -> Any:
         """A value typed on a command line: bare strings, numbers, booleans, ISO 8601 datetimes and
@@ -390,7 +400,7 @@ class Reader:
             raise BadValue(describe(py_type), _shown(text))
         path = local_path(text)
         if path is None:
-            return py_type(path=text)
+            return py_type(path=self._remote_blob(text, kind))
         local = Path(path).expanduser()
         if not local.exists():
             raise BadValue(describe(py_type), _shown(text), reason="no such file or directory")
