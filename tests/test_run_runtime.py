@@ -1,20 +1,18 @@
 """`flyte-deploy run` of the task shapes the runtime has to start: a pod-template task (its primary
 container), tasks needing secrets (an env var and a file), a task whose code raises, and an image without
-the task's code. `tests/projects/runtime_shapes` is deployed once per mode: bundle mode without a Docker
-engine (a local virtualenv runs `a0`), container mode on the stack (the code appended to the cached
-Flyte base)."""
+the task's code. `tests/projects/shapes` is deployed once per mode for the session (tests/fixtures/shapes.py):
+bundle mode without a Docker engine (a local virtualenv runs `a0`), container mode on the stack (the code
+appended to the cached Flyte base)."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.gitrepo import GitRepo, init_git_repo
-from tests.fixtures.pipeline import FLYTE_BASE, CliResult, run_cli
-from tests.projects import copy_project
+from tests.fixtures.pipeline import CliResult, run_cli
+from tests.fixtures.shapes import deploy_shapes
 from tests.test_run import NO_DOCKER
 
 TOKEN = "tok-secret-7f3a91"
@@ -32,40 +30,14 @@ class Deployed:
         return run_cli("run", *args, "--domain", self.domain, cwd=self.repo, env={**self.env, **(env or {})})
 
 
-def _deploy(repo: Path, *args: str, env: dict[str, str] | None = None) -> dict:
-    result = run_cli("deploy", "--all", "workflows.py", *args, "--json", cwd=repo, env=env)
-    assert result.code == 0, result.stderr
-    assert {e["status"] for e in result.json["deployment"]["environments"]} == {"registered"}
-    return result.json
+@pytest.fixture(scope="session")
+def bundled(shapes_bundle: Path) -> Deployed:
+    return Deployed(shapes_bundle, "bundle", "development", NO_DOCKER)
 
 
-@pytest.fixture(scope="module")
-def shapes_repo(tmp_path_factory: pytest.TempPathFactory) -> GitRepo:
-    repo = init_git_repo(tmp_path_factory.mktemp("git") / "runtime_shapes")
-    copy_project("runtime_shapes", repo.path)
-    repo.commit("add runtime_shapes")
-    return repo
-
-
-@pytest.fixture(scope="module")
-def bundled(shapes_repo: GitRepo) -> Deployed:
-    report = _deploy(shapes_repo.path, "--domain", "bundled", env=NO_DOCKER)
-    assert {env["mode"] for env in report["plan"]["environments"]} == {"bundle"}
-    return Deployed(shapes_repo.path, "bundle", "bundled", NO_DOCKER)
-
-
-@pytest.fixture(scope="module")
-def stack_registry(registry_url: str) -> list[str]:
-    """Like `stack_deploy_args`, for one module: its own registry path, Flyte's base from the mirror."""
-    repository = f"{registry_url}/flyte-deploy-test/run-runtime-{uuid.uuid4().hex[:8]}"
-    return ["--registry", repository, "--base-image-mirror", f"{FLYTE_BASE}={registry_url}/flyteorg/flyte"]
-
-
-@pytest.fixture(scope="module")
-def baked(shapes_repo: GitRepo, stack_registry: list[str]) -> Deployed:
-    report = _deploy(shapes_repo.path, "--domain", "baked", "--mode", "container", *stack_registry)
-    assert {env["mode"] for env in report["plan"]["environments"]} == {"container"}
-    return Deployed(shapes_repo.path, "container", "baked", {})
+@pytest.fixture(scope="session")
+def baked(shapes_container: Path) -> Deployed:
+    return Deployed(shapes_container, "container", "development", {})
 
 
 @pytest.fixture(params=["bundle", pytest.param("container", marks=pytest.mark.stack)])
@@ -196,12 +168,12 @@ def test_a_failing_task_reports_its_own_exception(deployed: Deployed) -> None:
 
 @pytest.mark.stack
 def test_image_without_the_code_names_the_missing_module(
-    shapes_repo: GitRepo, stack_registry: list[str], registry_url: str
+    shapes_container: Path, shapes_registry: list[str], registry_url: str
 ) -> None:
     """`--copy-style none` runs Flyte's base as-is: it has no `workflows` module."""
     args = ("--domain", "nocode", "--mode", "container", "--copy-style", "none", "--version", "no-code")
-    _deploy(shapes_repo.path, *args, *stack_registry)
-    result = run_cli("run", "checks.positive", "-i", "value=1", "--domain", "nocode", cwd=shapes_repo.path)
+    deploy_shapes(shapes_container, *args, *shapes_registry)
+    result = run_cli("run", "checks.positive", "-i", "value=1", "--domain", "nocode", cwd=shapes_container)
     line = _only_error(result)
     assert line.startswith(
         "error: task checks.positive failed: ModuleNotFoundError: No module named 'workflows': "

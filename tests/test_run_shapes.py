@@ -1,7 +1,7 @@
 """`flyte-deploy run` for every shape of task input and output (`tests/projects/shapes`): values typed
 as a person types them, outputs printed readably, File/Dir copied in and out. Each task runs in bundle
 mode (no Docker: a local virtualenv) and in container mode (the code built into its image, run with the
-stack's engine); the project is deployed once per mode for the whole module."""
+stack's engine); the project is deployed once per mode for the session (tests/fixtures/shapes.py)."""
 
 from __future__ import annotations
 
@@ -11,37 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.gitrepo import init_git_repo
-from tests.fixtures.pipeline import FLYTE_BASE, CliResult, run_cli
-from tests.projects import copy_project
+from tests.fixtures.pipeline import CliResult, run_cli
+from tests.fixtures.shapes import NO_DOCKER
 
-NO_DOCKER = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
 MODES = ["bundle", pytest.param("container", marks=pytest.mark.stack)]
-
-
-def _deploy(tmp_path_factory: pytest.TempPathFactory, *args: str, env: dict[str, str] | None = None) -> Path:
-    repo = init_git_repo(tmp_path_factory.mktemp("git") / "shapes")
-    copy_project("shapes", repo.path)
-    repo.commit("add shapes")
-    result = run_cli("deploy", "workflows.py", "env", *args, "--json", cwd=repo.path, env=env)
-    assert result.code == 0, result.stderr
-    assert {e["status"] for e in result.json["deployment"]["environments"]} == {"registered"}
-    return repo.path
-
-
-@pytest.fixture(scope="module")
-def shapes_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`shapes` deployed with no Docker engine: its code in a bundle, run in a local virtualenv."""
-    return _deploy(tmp_path_factory, env=NO_DOCKER)
-
-
-@pytest.fixture(scope="module")
-def shapes_container(tmp_path_factory: pytest.TempPathFactory, registry_url: str) -> Path:
-    """`shapes` deployed in container mode on the stack: its code built onto Flyte's base (the local
-    mirror every container-mode test builds on, so its layers are cached), pushed, run by digest."""
-    repo = f"{registry_url}/flyte-deploy-test/run-shapes-{uuid.uuid4().hex[:8]}"
-    mirror = f"{FLYTE_BASE}={registry_url}/flyteorg/flyte"
-    return _deploy(tmp_path_factory, "--mode", "container", "--registry", repo, "--base-image-mirror", mirror)
 
 
 @pytest.fixture(params=MODES)

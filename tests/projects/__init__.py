@@ -16,7 +16,6 @@ NAMES = (
     "hybrid",
     "ref_image",
     "scheduled",
-    "runtime_shapes",
     "shapes",
 )
 
