@@ -559,20 +559,19 @@ class S3Storage(Storage):
         parts = urlsplit(uri)
         bucket, prefix = parts.netloc, parts.path.strip("/")
         prefix = f"{prefix}/" if prefix else ""
-        found = 0
         with self._errors(f"list {uri}"):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-            keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+            listed = [item["Key"] for page in pages for item in page.get("Contents", [])]
+        # A key ending in "/" is the "folder" marker some tools write, not a file.
+        keys = [key for key in listed if not key.endswith("/")]
+        if not keys:
+            raise StorageError(f"cannot download {uri}: no objects under it")
         for key in keys:
             relative = key[len(prefix) :]
-            if key.endswith("/"):  # a "folder" marker some tools write
-                continue
             if any(part in ("", ".", "..") for part in relative.split("/")):
                 raise StorageError(f"cannot download {uri}: its key {key!r} leads out of the folder")
-            self.download(f"s3://{bucket}/{key}", dest / relative)
-            found += 1
-        if not found:
-            raise StorageError(f"cannot download {uri}: no objects under it")
+        for key in keys:
+            self.download(f"s3://{bucket}/{key}", dest / key[len(prefix) :])
         return dest
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,12 +131,11 @@ def runtime_env(
     domain: str,
     org: str,
     injected: Mapping[str, str] | None = None,
-    withheld: Collection[str] = (),
 ) -> dict[str, str]:
-    """Environment of the task process: the spec's env plus what the backend injects for `a0` and
-    `injected` (secrets). `withheld` names are never taken from `inherited`: a secret the task reads
-    from a variable comes from `--secret`, not from whatever the calling shell happens to hold."""
-    env = {k: v for k, v in inherited.items() if _passed_on(k) and k not in withheld}
+    """Environment of the task process: the allowlisted part of `inherited`, the spec's env, what the
+    backend injects for `a0`, and `injected` (secrets, from `--secret` only: a caller's variable of the
+    same name is not on the allowlist)."""
+    env = {k: v for k, v in inherited.items() if _passed_on(k)}
     env.update(container_env)
     env.update(
         {

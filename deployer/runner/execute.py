@@ -148,10 +148,7 @@ def _in_local_venv(
     bin_dir = runtime_bin_dir(python, flyte_version, runtimes, log=action.log, progress=progress)
     with secrets.local_dir(action.root) as secrets_dir:
         injected = secrets.env | ({SECRETS_DIR_ENV: str(secrets_dir)} if secrets_dir else {})
-        withheld = {*secrets.variable_names, SECRETS_DIR_ENV}
-        env = actions.runtime_env(
-            os.environ, container.env, action, **target, injected=injected, withheld=withheld
-        )
+        env = actions.runtime_env(os.environ, container.env, action, **target, injected=injected)
         return run_locally(bin_dir, actions.with_bundle(args, archive), env, action)
 
 

@@ -81,11 +81,6 @@ class Secrets:
         return {r.env_var: v for r, v in zip(self.requests, self.values, strict=True) if r.env_var}
 
     @property
-    def variable_names(self) -> set[str]:
-        """Every variable that carries a secret for the task: never inherited from the caller."""
-        return {r.variable_name for r in self.requests} | {r.env_var for r in self.requests if r.env_var}
-
-    @property
     def files(self) -> dict[PurePosixPath, str]:
         """File secrets, by path under the secrets directory."""
         return {path: v for r, v in zip(self.requests, self.values, strict=True) for path in r.files}

@@ -37,6 +37,30 @@ SaveBlob = Callable[[str, BlobKind, str], "Path | str"]
 """Brings a File/Dir output (its URI, its kind, its output name) to a local path (or keeps its URI)."""
 
 _DATETIME_EXAMPLE = "2024-01-02T03:04:05"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Scalar:
+    """How errors speak of a value typed bare on a command line."""
+
+    described: str
+    plural: str
+    example: str
+
+
+_SCALARS = {
+    str: _Scalar("a string", "strings", '"a"'),
+    bool: _Scalar("true or false", "booleans", "true"),
+    int: _Scalar("an integer", "integers", "1"),
+    float: _Scalar("a number", "numbers", "1.5"),
+    dt.datetime: _Scalar(
+        f"an ISO 8601 datetime (e.g. {_DATETIME_EXAMPLE})", "ISO 8601 datetimes", f'"{_DATETIME_EXAMPLE}"'
+    ),
+    dt.date: _Scalar("an ISO 8601 date (e.g. 2024-01-02)", "ISO 8601 dates", '"2024-01-02"'),
+    dt.timedelta: _Scalar(
+        "a duration: ISO 8601 (e.g. PT2H, P1DT30M) or seconds (e.g. 90)", "durations", '"PT2H"'
+    ),
+}
 _DURATION = re.compile(
     r"(?P<sign>[-+])?P(?!$)(?:(?P<years>\d+(?:[.,]\d+)?)Y)?(?:(?P<months>\d+(?:[.,]\d+)?)M)?"
     r"(?:(?P<weeks>\d+(?:[.,]\d+)?)W)?(?:(?P<days>\d+(?:[.,]\d+)?)D)?"
@@ -130,17 +154,8 @@ def describe(py_type: Any) -> str:
         return f"{describe(inner)} or null"
     if _is_union(py_type):
         return " or ".join(describe(arg) for arg in typing.get_args(py_type))
-    simple = {
-        str: "a string",
-        bool: "true or false",
-        int: "an integer",
-        float: "a number",
-        dt.datetime: f"an ISO 8601 datetime (e.g. {_DATETIME_EXAMPLE})",
-        dt.date: "an ISO 8601 date (e.g. 2024-01-02)",
-        dt.timedelta: "a duration: ISO 8601 (e.g. PT2H, P1DT30M) or seconds (e.g. 90)",
-    }
-    if py_type in simple:
-        return simple[py_type]
+    if py_type in _SCALARS:
+        return _SCALARS[py_type].described
     origin, args = typing.get_origin(py_type), typing.get_args(py_type)
     if origin is list:
         item = args[0] if args else Any
@@ -176,17 +191,8 @@ def _plural(py_type: Any) -> str:
     inner, optional = unwrap_optional(py_type)
     if optional:
         return f"{_plural(inner)} or nulls"
-    names = {
-        str: "strings",
-        bool: "booleans",
-        int: "integers",
-        float: "numbers",
-        dt.datetime: "ISO 8601 datetimes",
-        dt.date: "ISO 8601 dates",
-        dt.timedelta: "durations",
-    }
-    if py_type in names:
-        return names[py_type]
+    if py_type in _SCALARS:
+        return _SCALARS[py_type].plural
     if typing.get_origin(py_type) is list:
         return "lists"
     if typing.get_origin(py_type) is dict:
@@ -196,17 +202,8 @@ def _plural(py_type: Any) -> str:
 
 def _example(py_type: Any, depth: int = 0) -> str:
     py_type, _ = unwrap_optional(py_type)
-    examples = {
-        str: '"a"',
-        bool: "true",
-        int: "1",
-        float: "1.5",
-        dt.datetime: f'"{_DATETIME_EXAMPLE}"',
-        dt.date: '"2024-01-02"',
-        dt.timedelta: '"PT2H"',
-    }
-    if py_type in examples:
-        return examples[py_type]
+    if py_type in _SCALARS:
+        return _SCALARS[py_type].example
     origin, args = typing.get_origin(py_type), typing.get_args(py_type)
     if depth > 1:
         return "..."
